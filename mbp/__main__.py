@@ -1,0 +1,3 @@
+from mbp.cli import main
+
+main()

@@ -1,0 +1,89 @@
+"""`list-users`: the distinct ids with a session event inside the window."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, tzinfo
+
+import duckdb
+
+from mbp.errors import RuntimeFailure, UsageError
+from mbp.sources import describe, first_line, ident, parquet_files, require_column, scan_sql
+from mbp.timewindow import Window
+
+_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
+                  "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
+_TIME_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000}
+_ID_TYPES = _INTEGER_TYPES | {"VARCHAR"}
+
+
+def _bounds(col_type: str, window: Window, unit: str, tz: tzinfo) -> tuple[object, object]:
+    """The window's bounds in the time column's own type, so the filter is pushed
+    into the Parquet scan and compared with row-group statistics."""
+    if col_type in _INTEGER_TYPES:
+        scale = _TIME_UNITS[unit]
+        return window.start_epoch * scale, window.end_epoch * scale
+    if col_type.startswith("TIMESTAMP WITH TIME ZONE"):
+        return window.start.astimezone(UTC), window.end.astimezone(UTC)
+    if col_type.startswith("TIMESTAMP"):
+        # A naive timestamp is a wall-clock reading in --timezone.
+        def wall(d):  # type: ignore[no-untyped-def]
+            return d.astimezone(tz).replace(tzinfo=None)
+
+        return wall(window.start), wall(window.end)
+    raise UsageError(
+        f"the time column has type {col_type}; use integer epoch seconds (or --time-unit "
+        "ms|us), a timestamp, or a timestamp with time zone"
+    )
+
+
+def active_users(
+    sessions: str,
+    window: Window,
+    *,
+    userid_column: str = "userid",
+    time_column: str = "time",
+    time_unit: str = "s",
+    tz: tzinfo = UTC,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> list[str] | list[int]:
+    """Sorted distinct ids with at least one event in `window`."""
+    if time_unit not in _TIME_UNITS:
+        raise UsageError(f"--time-unit {time_unit!r} is not one of s, ms, us")
+    files = parquet_files(sessions, "sessions")
+    con = con or duckdb.connect()
+    columns = describe(con, files, "sessions")
+    id_type = require_column(columns, userid_column, "sessions table", "--userid-column")
+    time_type = require_column(columns, time_column, "sessions table", "--time-column")
+    if id_type not in _ID_TYPES:
+        raise UsageError(
+            f"the id column {userid_column!r} has type {id_type}; ids must be text or integers"
+        )
+    start, end = _bounds(time_type, window, time_unit, tz)
+    sql = (
+        f"SELECT DISTINCT {ident(userid_column)} AS id FROM {scan_sql()} "
+        f"WHERE {ident(time_column)} >= $start AND {ident(time_column)} < $end "
+        f"AND {ident(userid_column)} IS NOT NULL ORDER BY id"
+    )
+    try:
+        rows = con.execute(sql, {"files": files, "start": start, "end": end}).fetchall()
+    except duckdb.Error as exc:
+        raise RuntimeFailure(f"cannot read the sessions: {first_line(exc)}") from exc
+    return [r[0] for r in rows]
+
+
+def format_ids(ids: list[str] | list[int], fmt: str) -> str:
+    """Ids as one line `'a','b'`, one per line, or a JSON array."""
+    if fmt == "quoted":
+        return ",".join("'" + str(i).replace("'", "''") + "'" for i in ids)
+    if fmt == "lines":
+        bad = next((i for i in ids if "\n" in str(i) or "\r" in str(i)), None)
+        if bad is not None:
+            raise UsageError(
+                f"id {bad!r} contains a line break, which --format lines cannot carry; "
+                "use --format quoted or json"
+            )
+        return "\n".join(str(i) for i in ids)
+    if fmt == "json":
+        return json.dumps(ids, ensure_ascii=False)
+    raise UsageError(f"--format {fmt!r} is not one of quoted, lines, json")

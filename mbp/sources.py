@@ -1,0 +1,84 @@
+"""Turn a user's path (file, directory or glob) into the Parquet files to scan."""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+import duckdb
+
+from mbp.errors import RuntimeFailure, UsageError
+
+
+def _visible(path: Path) -> bool:
+    # Writers keep in-progress files under names starting with '.' or '_'
+    # (mbp, Spark and Hive alike); readers must never pick those up.
+    return not any(part.startswith((".", "_")) for part in path.parts if part not in (".", ".."))
+
+
+def parquet_files(path: str, what: str = "input") -> list[str]:
+    """The sorted Parquet files under `path`: a file, a directory (recursive) or a glob."""
+    p = Path(path)
+    if glob.has_magic(path):
+        matches = [Path(m) for m in glob.glob(path, recursive=True)]
+        files = sorted(str(m) for m in matches if m.is_file() and _visible(Path(m.name)))
+        if not files:
+            raise UsageError(f"no files match the {what} pattern {path!r}; check the glob")
+        return files
+    if p.is_file():
+        return [str(p)]
+    if p.is_dir():
+        files = sorted(
+            str(f)
+            for f in p.rglob("*.parquet")
+            if f.is_file() and _visible(f.relative_to(p))
+        )
+        if not files:
+            raise UsageError(
+                f"no Parquet files under the {what} directory {path!r}; "
+                "point it at a .parquet file, a directory of them, or a glob"
+            )
+        return files
+    if os.path.lexists(path):
+        raise UsageError(f"the {what} path {path!r} is not a file or a directory")
+    raise UsageError(f"the {what} path {path!r} does not exist; check the path")
+
+
+def scan_sql(param: str = "$files") -> str:
+    """SQL for a Parquet scan over the file list bound as parameter `param`."""
+    return f"read_parquet({param}, hive_partitioning = true, union_by_name = true)"
+
+
+def describe(con: duckdb.DuckDBPyConnection, files: list[str], what: str) -> dict[str, str]:
+    """Column name -> DuckDB type of the scan, failing cleanly on unreadable files."""
+    try:
+        rows = con.execute(f"DESCRIBE SELECT * FROM {scan_sql('$files')}", {"files": files}).fetchall()
+    except duckdb.Error as exc:
+        raise RuntimeFailure(f"cannot read the {what} files: {first_line(exc)}") from exc
+    return {name: typ for name, typ, *_ in rows}
+
+
+def require_column(columns: dict[str, str], name: str, what: str, option: str) -> str:
+    """The type of column `name`, or a usage error listing the columns that exist."""
+    if name not in columns:
+        have = ", ".join(columns)
+        raise UsageError(
+            f"the {what} has no column {name!r} (it has: {have}); set {option} to one of them"
+        )
+    return columns[name]
+
+
+def ident(name: str) -> str:
+    """A column name as a quoted SQL identifier.
+
+    Identifiers cannot be bound as parameters; callers only quote names they have
+    already found in the table's schema (require_column), never free text.
+    """
+    return '"' + name.replace('"', '""') + '"'
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,163 @@
+"""Durations, time zones, scheduled times and the `[start, end)` window of a batch."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from mbp.errors import UsageError
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"(\d+)\s*([smhd])")
+DAY = 86400
+
+
+def parse_duration(text: str, option: str = "--window") -> int:
+    """Seconds in a duration such as `5m`, `90s`, `1h30m`, `1d`."""
+    s = text.strip().lower()
+    if not s or _DURATION.sub("", s).strip():
+        raise UsageError(
+            f"{option} {text!r} is not a duration; use a number and a unit s, m, h or d, like 5m"
+        )
+    seconds = sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(s))
+    return seconds
+
+
+def positive_duration(text: str, option: str = "--window") -> int:
+    """Like parse_duration, but zero is refused."""
+    seconds = parse_duration(text, option)
+    if seconds <= 0:
+        raise UsageError(f"{option} must be longer than zero, got {text!r}")
+    return seconds
+
+
+def local_zone_name() -> str | None:
+    """The machine's zone name, as cron sees it: $TZ, else /etc/localtime."""
+    tz = os.environ.get("TZ", "").lstrip(":")
+    if tz:
+        return tz
+    try:
+        target = os.path.realpath("/etc/localtime")
+        if "zoneinfo/" in target:
+            return target.split("zoneinfo/", 1)[1]
+    except OSError:
+        pass
+    return None
+
+
+def zone(name: str | None) -> tzinfo:
+    """The time zone named `name` (IANA), or the machine's local zone when None."""
+    if name is None or name == "":
+        name = local_zone_name()
+        if name is None:
+            try:
+                return ZoneInfo.from_file(Path("/etc/localtime").open("rb"), key="localtime")
+            except OSError:
+                return UTC
+    if name.upper() == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, IsADirectoryError) as exc:
+        raise UsageError(
+            f"unknown time zone {name!r}; use an IANA name such as UTC or Europe/Berlin"
+        ) from exc
+
+
+def parse_instant(text: str, tz: tzinfo, option: str = "--scheduled-time") -> datetime:
+    """An aware datetime from ISO-8601 (naive is read in `tz`) or epoch seconds."""
+    s = text.strip()
+    if re.fullmatch(r"-?\d+(\.\d+)?", s):
+        return datetime.fromtimestamp(float(s), UTC)
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError as exc:
+        raise UsageError(
+            f"{option} {text!r} is not a time; use ISO-8601 (2026-12-03T10:05:00) "
+            "or epoch seconds"
+        ) from exc
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=tz)
+    return dt
+
+
+def _local(dt: datetime, tz: tzinfo) -> datetime:
+    return dt.astimezone(tz)
+
+
+def floor_time(instant: datetime, step: int, tz: tzinfo) -> datetime:
+    """`instant` floored to a multiple of `step` seconds on the wall clock of `tz`.
+
+    Steps that divide a day restart at local midnight (10:05:02 -> 10:05:00 for 5m);
+    whole days floor to local midnight. Arithmetic is on wall time, so a DST change
+    never shifts the grid.
+    """
+    local = _local(instant, tz)
+    if step % DAY == 0:
+        days = step // DAY
+        ordinal = local.date().toordinal()
+        start_day = date.fromordinal(ordinal - (ordinal - 1) % days)
+        return _at_wall(start_day, 0, tz)
+    since_midnight = local.hour * 3600 + local.minute * 60 + local.second
+    floored = since_midnight - since_midnight % step
+    result = _at_wall(local.date(), floored, tz, fold=local.fold)
+    # On the repeated hour after a fall-back, the floored wall time can name the
+    # earlier pass; never go forward in time.
+    if result.timestamp() > instant.timestamp():
+        result = _at_wall(local.date(), floored, tz, fold=0)
+    return result
+
+
+def _at_wall(day: date, seconds: int, tz: tzinfo, fold: int = 0) -> datetime:
+    wall = datetime.combine(day, time(0), tzinfo=tz) + timedelta(seconds=seconds)
+    return wall.replace(fold=fold)
+
+
+def subtract(end: datetime, seconds: int, tz: tzinfo) -> datetime:
+    """`end` minus a duration: whole days on the wall clock (a DST day is 23 or 25 h)."""
+    if seconds % DAY == 0:
+        local = _local(end, tz)
+        earlier = local.replace(tzinfo=None) - timedelta(seconds=seconds)
+        return earlier.replace(tzinfo=tz, fold=0)
+    return datetime.fromtimestamp(end.timestamp() - seconds, UTC)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open interval `[start, end)` of aware datetimes."""
+
+    start: datetime
+    end: datetime
+
+    @property
+    def start_epoch(self) -> int:
+        return int(self.start.timestamp())
+
+    @property
+    def end_epoch(self) -> int:
+        return int(self.end.timestamp())
+
+
+def scheduled_time(text: str | None, step: int, tz: tzinfo, now: datetime | None = None) -> datetime:
+    """The batch's scheduled time: given explicitly, or now floored to `step`."""
+    if text is not None and text.strip() != "":
+        return parse_instant(text, tz)
+    return floor_time(now or datetime.now(UTC), step, tz)
+
+
+def window(end: datetime, length: int, lookback: int, tz: tzinfo) -> Window:
+    """The window `[end - length - lookback, end)`."""
+    start = subtract(end, length, tz)
+    if lookback:
+        start = datetime.fromtimestamp(start.timestamp() - lookback, UTC)
+    return Window(start=start, end=end)
+
+
+def batch_name(instant: datetime, tz: tzinfo) -> tuple[str, str]:
+    """(`YYYY-MM-DD`, `YYYYMMDDTHHMMSS`) of `instant` on the wall clock of `tz`."""
+    local = _local(instant, tz)
+    return local.strftime("%Y-%m-%d"), local.strftime("%Y%m%dT%H%M%S")
