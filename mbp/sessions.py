@@ -8,11 +8,22 @@ from datetime import UTC, tzinfo
 import duckdb
 
 from mbp.errors import RuntimeFailure, UsageError
+from mbp.rowids import format_quoted
 from mbp.sources import describe, first_line, ident, parquet_files, require_column, scan_sql
 from mbp.timewindow import Window
 
-_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
-                  "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
+_INTEGER_TYPES = {
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+}
 _TIME_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000}
 _ID_TYPES = _INTEGER_TYPES | {"VARCHAR"}
 
@@ -75,7 +86,7 @@ def active_users(
 def format_ids(ids: list[str] | list[int], fmt: str) -> str:
     """Ids as one line `'a','b'`, one per line, or a JSON array."""
     if fmt == "quoted":
-        return ",".join("'" + str(i).replace("'", "''") + "'" for i in ids)
+        return format_quoted(ids)
     if fmt == "lines":
         bad = next((i for i in ids if "\n" in str(i) or "\r" in str(i)), None)
         if bad is not None:

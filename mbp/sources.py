@@ -30,9 +30,7 @@ def parquet_files(path: str, what: str = "input") -> list[str]:
         return [str(p)]
     if p.is_dir():
         files = sorted(
-            str(f)
-            for f in p.rglob("*.parquet")
-            if f.is_file() and _visible(f.relative_to(p))
+            str(f) for f in p.rglob("*.parquet") if f.is_file() and _visible(f.relative_to(p))
         )
         if not files:
             raise UsageError(
@@ -53,7 +51,9 @@ def scan_sql(param: str = "$files") -> str:
 def describe(con: duckdb.DuckDBPyConnection, files: list[str], what: str) -> dict[str, str]:
     """Column name -> DuckDB type of the scan, failing cleanly on unreadable files."""
     try:
-        rows = con.execute(f"DESCRIBE SELECT * FROM {scan_sql('$files')}", {"files": files}).fetchall()
+        rows = con.execute(
+            f"DESCRIBE SELECT * FROM {scan_sql('$files')}", {"files": files}
+        ).fetchall()
     except duckdb.Error as exc:
         raise RuntimeFailure(f"cannot read the {what} files: {first_line(exc)}") from exc
     return {name: typ for name, typ, *_ in rows}

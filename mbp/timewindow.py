@@ -77,8 +77,7 @@ def parse_instant(text: str, tz: tzinfo, option: str = "--scheduled-time") -> da
         dt = datetime.fromisoformat(s)
     except ValueError as exc:
         raise UsageError(
-            f"{option} {text!r} is not a time; use ISO-8601 (2026-12-03T10:05:00) "
-            "or epoch seconds"
+            f"{option} {text!r} is not a time; use ISO-8601 (2026-12-03T10:05:00) or epoch seconds"
         ) from exc
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=tz)
@@ -142,7 +141,9 @@ class Window:
         return int(self.end.timestamp())
 
 
-def scheduled_time(text: str | None, step: int, tz: tzinfo, now: datetime | None = None) -> datetime:
+def scheduled_time(
+    text: str | None, step: int, tz: tzinfo, now: datetime | None = None
+) -> datetime:
     """The batch's scheduled time: given explicitly, or now floored to `step`."""
     if text is not None and text.strip() != "":
         return parse_instant(text, tz)

@@ -1,0 +1,117 @@
+"""The rowid filter: a strict parser for the id lists `list-users` prints.
+
+Accepted: quoted ids `'a','b'` (a quote inside doubled: `'O''Brien'`), bare ids such as
+numbers or UUIDs (`1,2,3`), one id per line, or any mix; whitespace around items is
+ignored and an empty text is an empty list. Anything else is refused with its position,
+so a filter can never smuggle SQL: the ids are data, bound later as an Arrow table.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TextIO
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mbp.errors import UsageError
+
+_ITEM = re.compile(r"[ \t\r]*(?:'((?:[^']|'')*)'|([A-Za-z0-9_.:@+\-]+))[ \t\r]*")
+_BLANK = re.compile(r"[ \t\r\n]*")
+
+
+def read_filter(value: str, stdin: TextIO) -> str:
+    """The filter text: `-` reads stdin, `@FILE` a file, anything else is the list itself."""
+    if value == "-":
+        return stdin.read()
+    if value.startswith("@"):
+        path = Path(value[1:])
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(
+                f"cannot read the rowid filter file {str(path)!r}: {exc.strerror}; check the path"
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"the rowid filter file {str(path)!r} is not UTF-8 text") from exc
+    return value
+
+
+def _error(text: str, pos: int, problem: str) -> UsageError:
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return UsageError(
+        f"bad --rowid-filter at character {pos + 1} (line {line}, column {column}): {problem}; "
+        "give ids as 'a','b', as 1,2,3, or one per line"
+    )
+
+
+def _describe_bad(text: str, pos: int) -> str:
+    if pos >= len(text):
+        return "the list ends after a comma"
+    c = text[pos]
+    if c == "'":
+        return "a quote that does not close (double a quote inside an id: '')"
+    if c == ",":
+        return "an empty item"
+    return f"unexpected {c!r}"
+
+
+def parse(text: str) -> list[str]:
+    """The ids in `text`, in first-seen order, each once; UsageError with the position."""
+    ids: dict[str, None] = {}
+    n = len(text)
+    pos = _BLANK.match(text, 0).end()  # type: ignore[union-attr]
+    while pos < n:
+        m = _ITEM.match(text, pos)
+        if m is None:
+            bad = pos  # point past leading blanks, at the character that is wrong
+            while bad < n and text[bad] in " \t\r":
+                bad += 1
+            raise _error(text, bad, _describe_bad(text, bad))
+        quoted, bare = m.groups()
+        ids[quoted.replace("''", "'") if quoted is not None else bare] = None
+        pos = m.end()
+        if pos >= n:
+            break
+        sep = text[pos]
+        if sep == ",":
+            pos = _BLANK.match(text, pos + 1).end()  # type: ignore[union-attr]
+            if pos >= n:
+                raise _error(text, pos, "the list ends after a comma")
+        elif sep == "\n":
+            pos = _BLANK.match(text, pos + 1).end()  # type: ignore[union-attr]
+        else:
+            raise _error(text, pos, f"unexpected {sep!r} after an id; expected ',' or a new line")
+    return list(ids)
+
+
+def format_quoted(ids: list[str] | list[int]) -> str:
+    """Ids as one line `'a','b'`, a quote inside an id doubled."""
+    return ",".join("'" + str(i).replace("'", "''") + "'" for i in ids)
+
+
+def to_arrow(ids: list[str], arrow_type: pa.DataType, column: str) -> pa.Array:
+    """The ids cast to the rowid column's type, each once; UsageError naming a bad id."""
+    values = pa.array(ids, pa.string())
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return values.cast(arrow_type)
+    try:
+        cast = pc.cast(values, arrow_type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        bad = _first_uncastable(ids, arrow_type)
+        raise UsageError(
+            f"rowid {bad!r} cannot be read as {arrow_type} (the type of column {column!r}); "
+            "check the filter"
+        ) from exc
+    return pc.unique(cast)
+
+
+def _first_uncastable(ids: list[str], arrow_type: pa.DataType) -> str:
+    for value in ids:
+        try:
+            pc.cast(pa.array([value], pa.string()), arrow_type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return value
+    return ids[0] if ids else ""
