@@ -1,0 +1,313 @@
+"""`mbp list-users` through the CLI, checked against filters written by hand."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from mbp import rowids
+
+END = datetime(2026, 12, 3, 10, 5, tzinfo=UTC)
+START = END - timedelta(minutes=5)
+IDS = ["00012", "O'Brien", "a,b", "Zoë", "用户", "plain", "00345", "late", "early"]
+
+
+def events() -> tuple[list[str], list[int]]:
+    """Events around the window [10:00, 10:05) UTC, including both bounds."""
+    s, e = int(START.timestamp()), int(END.timestamp())
+    times = [s, s + 1, e - 1, s + 100, s + 200, e - 60, s + 30, e, s - 1]
+    return IDS, times
+
+
+def expected(ids: list, times: list[int], start: int, end: int) -> list:
+    table = pa.table({"id": ids, "t": times})
+    mask = pc.and_(pc.greater_equal(table["t"], start), pc.less(table["t"], end))
+    return sorted(set(table.filter(mask)["id"].to_pylist()))
+
+
+def quoted(ids: list) -> str:
+    return ",".join("'" + str(i).replace("'", "''") + "'" for i in ids)
+
+
+def as_time_column(times: list[int], kind: str, tz: str) -> pa.Array:
+    if kind == "s":
+        return pa.array(times, pa.int64())
+    if kind == "ms":
+        return pa.array([t * 1000 for t in times], pa.int64())
+    if kind == "us":
+        return pa.array([t * 1_000_000 for t in times], pa.int64())
+    if kind == "tstz":
+        return pa.array([datetime.fromtimestamp(t, UTC) for t in times], pa.timestamp("us", "UTC"))
+    if kind == "naive":
+        zone = ZoneInfo(tz)
+        walls = [datetime.fromtimestamp(t, zone).replace(tzinfo=None) for t in times]
+        return pa.array(walls, pa.timestamp("us"))
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind,extra",
+    [
+        ("s", []),
+        ("ms", ["--time-unit", "ms"]),
+        ("us", ["--time-unit", "us"]),
+        ("tstz", []),
+        ("naive", []),
+    ],
+)
+@pytest.mark.parametrize("tz", ["UTC", "Asia/Kolkata"])
+def test_time_column_kinds(mbp, tmp_path: Path, kind: str, extra: list[str], tz: str) -> None:
+    ids, times = events()
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"userid": ids, "time": as_time_column(times, kind, tz)}), path)
+    code, out, err = mbp(
+        "list-users",
+        "--sessions",
+        str(path),
+        "--scheduled-time",
+        END.isoformat(),
+        "--timezone",
+        tz,
+        *extra,
+    )
+    assert (code, err) == (0, "")
+    want = expected(ids, times, int(START.timestamp()), int(END.timestamp()))
+    assert "early" not in want and "late" not in want and "00012" in want
+    assert out == quoted(want) + "\n"
+    assert rowids.parse(out) == want
+
+
+def test_bounds_start_in_end_out(mbp, tmp_path: Path) -> None:
+    s, e = int(START.timestamp()), int(END.timestamp())
+    path = tmp_path / "s.parquet"
+    pq.write_table(
+        pa.table({"userid": ["at_start", "at_end", "before"], "time": [s, e, s - 1]}), path
+    )
+    code, out, _ = mbp("list-users", "--sessions", str(path), "--scheduled-time", str(e))
+    assert (code, out) == (0, "'at_start'\n")
+
+
+def test_lookback_widens_backwards(mbp, tmp_path: Path) -> None:
+    s, e = int(START.timestamp()), int(END.timestamp())
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"userid": ["a", "b", "c"], "time": [s - 60, s - 121, s]}), path)
+    code, out, _ = mbp(
+        "list-users", "--sessions", str(path), "--scheduled-time", str(e), "--lookback", "2m"
+    )
+    assert (code, out) == (0, "'a','c'\n")
+
+
+def test_integer_ids_sorted_numerically_and_formats(mbp, tmp_path: Path) -> None:
+    s = int(START.timestamp())
+    path = tmp_path / "s.parquet"
+    ids = [10, 9, 100, 9, 42]
+    pq.write_table(pa.table({"userid": pa.array(ids, pa.int64()), "time": [s] * 5}), path)
+    args = ["list-users", "--sessions", str(path), "--scheduled-time", END.isoformat()]
+    assert mbp(*args)[1] == "'9','10','42','100'\n"
+    assert mbp(*args, "--format", "lines")[1] == "9\n10\n42\n100\n"
+    assert json.loads(mbp(*args, "--format", "json")[1]) == [9, 10, 42, 100]
+
+
+def test_json_and_lines_for_text_ids(mbp, tmp_path: Path) -> None:
+    ids, times = events()
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"userid": ids, "time": times}), path)
+    args = ["list-users", "--sessions", str(path), "--scheduled-time", END.isoformat()]
+    want = expected(ids, times, int(START.timestamp()), int(END.timestamp()))
+    assert json.loads(mbp(*args, "--format", "json")[1]) == want
+    assert mbp(*args, "--format", "lines")[1].splitlines() == want
+
+
+def test_no_active_users_is_an_empty_line(mbp, tmp_path: Path) -> None:
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"userid": ["a"], "time": [0]}), path)
+    code, out, err = mbp("list-users", "--sessions", str(path), "--scheduled-time", END.isoformat())
+    assert (code, out, err) == (0, "\n", "")
+
+
+def test_output_file(mbp, tmp_path: Path) -> None:
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"userid": ["b", "a"], "time": [int(START.timestamp())] * 2}), path)
+    target = tmp_path / "ids.txt"
+    code, out, _ = mbp(
+        "list-users",
+        "--sessions",
+        str(path),
+        "--scheduled-time",
+        END.isoformat(),
+        "-o",
+        str(target),
+    )
+    assert (code, out) == (0, "")
+    assert target.read_text() == "'a','b'\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_hive_directory_and_glob(mbp, tmp_path: Path) -> None:
+    s = int(START.timestamp())
+    root = tmp_path / "sessions"
+    rows = {"2026-12-02": (["old"], [s - 86400]), "2026-12-03": (["x", "y"], [s, s + 5])}
+    for day, (ids, times) in rows.items():
+        folder = root / f"dt={day}" / "hour=10"
+        folder.mkdir(parents=True)
+        pq.write_table(pa.table({"userid": ids, "time": times}), folder / "part-0.parquet")
+    # An in-progress file of some writer must never be read.
+    (root / "dt=2026-12-03" / "hour=10" / ".part-1.parquet").write_bytes(b"not parquet")
+    args = ["--scheduled-time", END.isoformat()]
+    assert mbp("list-users", "--sessions", str(root), *args)[:2] == (0, "'x','y'\n")
+    pattern = str(root / "dt=2026-12-03" / "*" / "*.parquet")
+    assert mbp("list-users", "--sessions", pattern, *args)[:2] == (0, "'x','y'\n")
+    glob_all = str(root / "**" / "*.parquet")
+    assert mbp("list-users", "--sessions", glob_all, *args)[:2] == (0, "'x','y'\n")
+
+
+def test_dst_fall_back_day_is_25_hours(mbp, tmp_path: Path) -> None:
+    """1d windows follow the wall clock: the day of the fall-back lasts 25 hours."""
+    ny = ZoneInfo("America/New_York")
+    events = {
+        "just_after_midnight": datetime(2026, 11, 1, 0, 30, tzinfo=ny),  # EDT
+        "repeated_hour_2nd": datetime(2026, 11, 1, 1, 30, fold=1, tzinfo=ny),  # EST
+        "last_minute": datetime(2026, 11, 1, 23, 59, tzinfo=ny),
+        "day_before": datetime(2026, 10, 31, 23, 59, tzinfo=ny),
+        "next_day": datetime(2026, 11, 2, 0, 0, tzinfo=ny),
+    }
+    path = tmp_path / "s.parquet"
+    pq.write_table(
+        pa.table({"userid": list(events), "time": [int(d.timestamp()) for d in events.values()]}),
+        path,
+    )
+    code, out, _ = mbp(
+        "list-users",
+        "--sessions",
+        str(path),
+        "--window",
+        "1d",
+        "--timezone",
+        "America/New_York",
+        "--scheduled-time",
+        "2026-11-02T00:00:00",
+    )
+    # Independently: the window is local midnight to local midnight.
+    start = datetime(2026, 11, 1, tzinfo=ny).timestamp()
+    end = datetime(2026, 11, 2, tzinfo=ny).timestamp()
+    assert end - start == 25 * 3600
+    want = sorted(k for k, d in events.items() if start <= d.timestamp() < end)
+    assert (code, out) == (0, quoted(want) + "\n")
+    assert "just_after_midnight" in want  # a fixed 24 h window would miss it
+
+
+def test_dst_spring_forward_with_naive_timestamps(mbp, tmp_path: Path) -> None:
+    """Naive times are wall-clock readings in --timezone; 5m window right after 03:00 EDT."""
+    walls = [
+        datetime(2026, 3, 8, 3, 0),
+        datetime(2026, 3, 8, 3, 4, 59),
+        datetime(2026, 3, 8, 1, 59),
+    ]
+    path = tmp_path / "s.parquet"
+    pq.write_table(
+        pa.table({"userid": ["a", "b", "c"], "time": pa.array(walls, pa.timestamp("s"))}), path
+    )
+    code, out, _ = mbp(
+        "list-users",
+        "--sessions",
+        str(path),
+        "--timezone",
+        "America/New_York",
+        "--scheduled-time",
+        "2026-03-08T03:05:00",
+    )
+    assert (code, out) == (0, "'a','b'\n")
+
+
+def test_scan_prunes_row_groups_outside_the_window(mbp, tmp_path: Path) -> None:
+    """DuckDB's own profile shows the window filter skipping row groups."""
+    n, per_group = 200_000, 10_000
+    base = int(START.timestamp()) - n  # one event per second, time-ordered, ending at START
+    table = pa.table(
+        {
+            "userid": pa.array([f"u{i % 5000}" for i in range(n)]),
+            "time": pa.array(range(base, base + n), pa.int64()),
+        }
+    )
+    path = tmp_path / "s.parquet"
+    pq.write_table(table, path, row_group_size=per_group)
+    assert pq.ParquetFile(path).num_row_groups == n // per_group
+
+    from mbp import sessions, timewindow
+
+    profile = tmp_path / "profile.json"
+    con = duckdb.connect()
+    con.execute("PRAGMA enable_profiling = 'json'")
+    con.execute(f"PRAGMA profiling_output = '{profile}'")
+    span = timewindow.Window(START - timedelta(minutes=5), START)
+    ids = sessions.active_users(str(path), span, con=con)
+    con.execute("PRAGMA disable_profiling")
+
+    scans = []
+
+    def walk(node: dict) -> None:
+        if "row_groups_scanned" in node:
+            scans.append(node)
+        for child in node.get("children", []):
+            walk(child)
+
+    for op in json.loads(profile.read_text())["operator"]:
+        walk(op)
+    assert len(scans) == 1
+    assert scans[0]["total_row_groups_to_scan"] == n // per_group
+    assert scans[0]["row_groups_scanned"] <= 2
+    want = sorted({f"u{i % 5000}" for i in range(n) if base + i >= START.timestamp() - 300})
+    assert ids == want
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--sessions", "{tmp}/missing.parquet"], "does not exist"),
+        (["--sessions", "{tmp}/empty"], "no Parquet files"),
+        (["--sessions", "{tmp}/nomatch*.parquet"], "no files match"),
+        (["--sessions", "{tmp}/s.parquet", "--userid-column", "user"], "has no column 'user'"),
+        (
+            ["--sessions", "{tmp}/s.parquet", "--time-column", "when"],
+            "(it has: userid, time, label)",
+        ),
+        (
+            ["--sessions", "{tmp}/s.parquet", "--time-column", "label"],
+            "time column has type VARCHAR",
+        ),
+        (["--sessions", "{tmp}/s.parquet", "--window", "5 minutes"], "is not a duration"),
+        (["--sessions", "{tmp}/s.parquet", "--window", "0m"], "longer than zero"),
+        (["--sessions", "{tmp}/s.parquet", "--lookback", "x"], "--lookback 'x' is not a duration"),
+        (["--sessions", "{tmp}/s.parquet", "--timezone", "Mars/Olympus"], "unknown time zone"),
+        (["--sessions", "{tmp}/s.parquet", "--scheduled-time", "yesterday"], "is not a time"),
+        (["--sessions", "{tmp}/s.parquet", "--time-unit", "ns"], "--time-unit 'ns'"),
+        (["--sessions", "{tmp}/s.parquet", "--format", "xml"], "--format 'xml'"),
+        ([], "--sessions is required"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(mbp, tmp_path: Path, args: list[str], needle: str) -> None:
+    (tmp_path / "empty").mkdir()
+    pq.write_table(pa.table({"userid": ["a"], "time": [1], "label": ["x"]}), tmp_path / "s.parquet")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code, out, err = mbp("list-users", "--scheduled-time", "2026-12-03T10:05:00", *args)
+    assert code == 2
+    assert out == ""
+    assert err.startswith("mbp: error: ") and err.count("\n") == 1
+    assert needle in err
+    assert "Traceback" not in err
+
+
+def test_corrupt_parquet_is_a_runtime_failure(mbp, tmp_path: Path) -> None:
+    path = tmp_path / "s.parquet"
+    path.write_bytes(b"PAR1 this is not parquet")
+    code, out, err = mbp("list-users", "--sessions", str(path), "--scheduled-time", "0")
+    assert (code, out) == (1, "")
+    assert err.startswith("mbp: error: cannot read the sessions") and err.count("\n") == 1

@@ -1,0 +1,100 @@
+"""The rowid filter parser: what it accepts, what it refuses, and its round-trip law."""
+
+from __future__ import annotations
+
+import io
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mbp import rowids
+from mbp.errors import UsageError
+from mbp.sessions import format_ids
+
+
+@pytest.mark.parametrize(
+    "text,ids",
+    [
+        ("'a','b'", ["a", "b"]),
+        ("1,2,3", ["1", "2", "3"]),
+        ("a\nb\n\n", ["a", "b"]),
+        ("", []),
+        ("  \n ", []),
+        ("'x''y' , 'z,w'\n 'q'", ["x'y", "z,w", "q"]),
+        ("''", [""]),
+        ("'a','a',a", ["a"]),
+        ("550e8400-e29b-41d4-a716-446655440000", ["550e8400-e29b-41d4-a716-446655440000"]),
+        ("'line\nbreak'", ["line\nbreak"]),
+        ("'Zoë','用户'", ["Zoë", "用户"]),
+        ("'a',\n'b'", ["a", "b"]),
+    ],
+)
+def test_accepts(text: str, ids: list[str]) -> None:
+    assert rowids.parse(text) == ids
+
+
+@pytest.mark.parametrize(
+    "text,position",
+    [
+        ("'1') OR 1=1 --", 4),
+        ("';DROP TABLE x;--", 1),
+        ("a,,b", 3),
+        ("a,", 3),
+        ("a b", 3),
+        ('"a"', 1),
+        ("1; DROP TABLE t", 2),
+        ("'a' 'b'", 5),
+        ("x\n  (y)", 5),
+    ],
+)
+def test_refuses_with_position(text: str, position: int) -> None:
+    with pytest.raises(UsageError, match=f"at character {position} "):
+        rowids.parse(text)
+
+
+def test_read_filter_sources(tmp_path) -> None:
+    f = tmp_path / "ids.txt"
+    f.write_text("'a','b'\n")
+    assert rowids.read_filter(f"@{f}", io.StringIO()) == "'a','b'\n"
+    assert rowids.read_filter("-", io.StringIO("1,2")) == "1,2"
+    assert rowids.read_filter("'a'", io.StringIO()) == "'a'"
+    with pytest.raises(UsageError, match="cannot read the rowid filter file"):
+        rowids.read_filter(f"@{tmp_path / 'missing'}", io.StringIO())
+
+
+def test_cast_to_integer_column() -> None:
+    arr = rowids.to_arrow(["00012", "12", "7"], pa.int64(), "userid")
+    assert sorted(arr.to_pylist()) == [7, 12]
+    with pytest.raises(UsageError, match="rowid 'x1' cannot be read as int64"):
+        rowids.to_arrow(["1", "x1"], pa.int64(), "userid")
+
+
+ids_strategy = st.lists(st.text(min_size=0, max_size=12), max_size=30)
+
+
+@given(ids_strategy)
+def test_quoted_output_parses_back(ids: list[str]) -> None:
+    distinct = sorted(set(ids))
+    assert rowids.parse(format_ids(distinct, "quoted")) == distinct
+
+
+@given(st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=30))
+def test_integer_ids_round_trip(ids: list[int]) -> None:
+    distinct = sorted(set(ids))
+    parsed = rowids.parse(format_ids(distinct, "quoted"))
+    assert rowids.to_arrow(parsed, pa.int64(), "id").to_pylist() == distinct
+
+
+@settings(max_examples=300)
+@given(st.text(max_size=60))
+def test_any_text_parses_or_is_refused(text: str) -> None:
+    try:
+        ids = rowids.parse(text)
+    except UsageError as exc:
+        assert str(exc).startswith("bad --rowid-filter at character ")
+        return
+    # Whatever parses is a list of plain strings that formats back to the same list.
+    assert all(isinstance(i, str) for i in ids)
+    assert rowids.parse(rowids.format_quoted(ids)) == ids

@@ -1,0 +1,97 @@
+"""Flooring and windows on the wall clock, across DST changes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from mbp import timewindow as tw
+from mbp.errors import UsageError
+
+NY = ZoneInfo("America/New_York")
+
+
+@pytest.mark.parametrize(
+    "text,seconds",
+    [("5m", 300), ("90s", 90), ("1h30m", 5400), ("1d", 86400), (" 2H ", 7200), ("0s", 0)],
+)
+def test_durations(text: str, seconds: int) -> None:
+    assert tw.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "m5", "5 minutes", "-5m", "5w", "1.5h"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(UsageError):
+        tw.parse_duration(text)
+
+
+def test_cron_start_is_floored_to_the_window() -> None:
+    now = datetime(2026, 12, 3, 10, 5, 2, tzinfo=UTC)
+    assert tw.scheduled_time(None, 300, UTC, now=now) == datetime(2026, 12, 3, 10, 5, tzinfo=UTC)
+
+
+def test_hourly_floor_in_a_half_hour_zone() -> None:
+    kolkata = ZoneInfo("Asia/Kolkata")  # UTC+05:30: hours start at :30 UTC
+    now = datetime(2026, 12, 3, 10, 20, tzinfo=UTC)  # 15:50 local
+    got = tw.floor_time(now, 3600, kolkata)
+    assert got.astimezone(kolkata).replace(tzinfo=None) == datetime(2026, 12, 3, 15, 0)
+
+
+def test_daily_floor_is_local_midnight() -> None:
+    now = datetime(2026, 12, 3, 3, 0, tzinfo=UTC)  # 22:00 on Dec 2 in New York
+    got = tw.floor_time(now, 86400, NY)
+    assert got.timestamp() == datetime(2026, 12, 2, tzinfo=NY).timestamp()
+
+
+def test_floor_in_the_repeated_hour_keeps_the_second_pass() -> None:
+    # 01:07 EST (the second 01:07 of 2026-11-01) floors to 01:05 EST, not 01:05 EDT.
+    now = datetime(2026, 11, 1, 1, 7, fold=1, tzinfo=NY)
+    got = tw.floor_time(now, 300, NY)
+    assert now.timestamp() - got.timestamp() == 120
+
+
+def test_floor_never_moves_forward_across_fall_back() -> None:
+    for minute in range(0, 60, 7):
+        for fold in (0, 1):
+            now = datetime(2026, 11, 1, 1, minute, 30, fold=fold, tzinfo=NY)
+            got = tw.floor_time(now, 300, NY)
+            assert 0 <= now.timestamp() - got.timestamp() < 300
+
+
+def test_consecutive_windows_tile_a_dst_day() -> None:
+    """Back-to-back 5-minute batches over the fall-back day: no gap, no overlap."""
+    start = datetime(2026, 11, 1, tzinfo=NY).timestamp()
+    end = datetime(2026, 11, 2, tzinfo=NY).timestamp()
+    t, covered = start + 300, 0.0
+    previous_end = start
+    while t <= end:
+        sched = tw.floor_time(datetime.fromtimestamp(t + 2, UTC), 300, NY)
+        span = tw.window(sched, 300, 0, NY)
+        assert span.start_epoch == previous_end
+        covered += span.end_epoch - span.start_epoch
+        previous_end = span.end_epoch
+        t += 300
+    assert covered == end - start == 25 * 3600
+
+
+def test_scheduled_time_forms() -> None:
+    assert tw.parse_instant("1764756300", UTC) == datetime.fromtimestamp(1764756300, UTC)
+    naive = tw.parse_instant("2026-07-01T12:00:00", NY)
+    assert naive.utcoffset().total_seconds() == -4 * 3600
+    aware = tw.parse_instant("2026-07-01T12:00:00Z", NY)
+    assert aware.timestamp() == datetime(2026, 7, 1, 12, tzinfo=UTC).timestamp()
+    with pytest.raises(UsageError):
+        tw.parse_instant("noon", UTC)
+
+
+def test_batch_name_uses_the_local_date() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    instant = datetime(2026, 12, 3, 23, 30, tzinfo=UTC)  # 00:30 on Dec 4 in Berlin
+    assert tw.batch_name(instant, berlin) == ("2026-12-04", "20261204T003000")
+
+
+def test_unknown_zone() -> None:
+    with pytest.raises(UsageError, match="unknown time zone"):
+        tw.zone("Nowhere/Special")
