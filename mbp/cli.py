@@ -3,6 +3,7 @@ imports typer or rich."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -12,7 +13,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from typer import _click as click
-from typer.core import TyperGroup
+from typer._click.core import ParameterSource
+from typer.core import TyperGroup, TyperOption
 
 from mbp import __version__, config
 from mbp.errors import Interrupted, MbpError, UsageError
@@ -39,7 +41,7 @@ class MbpGroup(TyperGroup):
                 hint = f" (see '{exc.ctx.command_path} --help')"
             _fail(exc.format_message().replace("\n", " ") + hint)
             code = exc.exit_code
-        except (KeyboardInterrupt, click.exceptions.Abort):
+        except (KeyboardInterrupt, typer.Abort):
             _fail("interrupted")
             code = 130
         except Exception as exc:  # the last line of defence: one line, not a traceback
@@ -88,13 +90,14 @@ def _root(
 # --- configuration -----------------------------------------------------------------
 
 
-def _all_option_names(ctx: click.Context) -> set[str]:
-    group = ctx.find_root().command
-    names: set[str] = set()
-    if isinstance(group, click.Group):
-        for sub in group.commands.values():
-            names |= {p.name for p in sub.params if p.name}
-    return names
+def _key(option: Any) -> str:
+    """The option's name in mbp.toml: its long flag, `--rowid-column` -> `rowid_column`."""
+    longs = [o for o in option.opts if o.startswith("--")]
+    return max(longs, key=len)[2:].replace("-", "_") if longs else option.name
+
+
+def _options(command: Any) -> dict[str, Any]:
+    return {_key(p): p for p in command.params if isinstance(p, TyperOption)}
 
 
 def _load_config(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
@@ -104,22 +107,38 @@ def _load_config(ctx: typer.Context, param: typer.CallbackParam, value: str | No
     if path is None:
         return value
     data = config.read(path)
-    command = ctx.info_name or ""
-    options = {p.name for p in ctx.command.params if p.name}
-    values = config.defaults_for(data, path, command, options, _all_option_names(ctx))
-    by_name = {p.name: p for p in ctx.command.params}
-    for name, raw in values.items():
-        option = by_name[name]
-        try:
-            option.type_cast_value(ctx, raw)
-        except click.exceptions.BadParameter as exc:
-            raise UsageError(
-                f"key {name.replace('_', '-')!r} in config file {str(path)!r}: "
-                f"{exc.format_message()}"
-            ) from exc
-    ctx.default_map = {**(ctx.default_map or {}), **values}
+    options = _options(ctx.command)
+    group = ctx.find_root().command
+    every = set(options)
+    if isinstance(group, TyperGroup):
+        for sub in group.commands.values():
+            every |= set(_options(sub))
+    values = config.defaults_for(data, path, ctx.info_name or "", set(options), every)
+    for key, raw in values.items():
+        _check_type(ctx, options[key], raw, path)
+    ctx.default_map = {**(ctx.default_map or {}), **{options[k].name: v for k, v in values.items()}}
     ctx.meta["mbp.config"] = str(path)
     return str(path)
+
+
+def _check_type(ctx: click.Context, option: Any, raw: Any, path: Path) -> None:
+    """A value from the file must have the option's type: `window = 5` is refused."""
+    key = _key(option).replace("_", "-")
+    expected = option.type_descriptor.annotation
+    kinds = {str: str, int: int, float: (int, float), bool: bool}
+    want = next((k for k in kinds if expected in (k, k | None)), None)
+    problem = None
+    if want is not None and (
+        not isinstance(raw, kinds[want]) or (want is not bool and isinstance(raw, bool))
+    ):
+        problem = f"expected {want.__name__}, got {type(raw).__name__} {raw!r}"
+    else:
+        try:
+            option.get_runtime_param().coerce(raw, param=option, ctx=ctx)
+        except (click.exceptions.BadParameter, ValueError, TypeError) as exc:
+            problem = str(exc)
+    if problem:
+        raise UsageError(f"key {key!r} in config file {str(path)!r}: {problem}")
 
 
 def _env(name: str) -> str:
@@ -260,6 +279,170 @@ def list_users(
         tz=tz,
     )
     write_text(core.format_ids(ids, fmt) + "\n", output)
+
+
+# --- config ------------------------------------------------------------------------
+
+
+@app.command(
+    "config",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def show_config(
+    ctx: typer.Context,
+    command: Annotated[str, typer.Argument(help="list-users, predict or rank.")],
+) -> None:
+    """Print a command's effective settings and where each came from.
+
+    Any further options are read as that command would read them, so their effect
+    shows too. The output is valid TOML, ready to paste into mbp.toml.
+
+    Example:
+
+        MBP_TIMEZONE=UTC mbp config predict --config sample_data/mbp.toml --dry-run
+    """
+    root = ctx.find_root()
+    group = root.command
+    assert isinstance(group, TyperGroup)
+    sub = group.get_command(root, command)
+    if sub is None or command == "config":
+        names = ", ".join(n for n in group.list_commands(root) if n != "config")
+        raise UsageError(f"unknown command {command!r}; choose one of {names}")
+    sub_ctx = sub.make_context(command, list(ctx.args), parent=root)
+    source_file = sub_ctx.meta.get("mbp.config")
+    lines = [f"# mbp {command}: effective settings (config file: {source_file or 'none'})"]
+    for param in sub.params:
+        if param.name in (None, "config_file", "help") or not isinstance(param, TyperOption):
+            continue
+        value = sub_ctx.params.get(param.name)
+        source = sub_ctx.get_parameter_source(param.name)
+        origin = {
+            ParameterSource.COMMANDLINE: "flag",
+            ParameterSource.ENVIRONMENT: f"env {param.envvar}",
+            ParameterSource.DEFAULT_MAP: f"file {source_file}",
+        }.get(source, "default")  # type: ignore[call-overload]
+        key = _key(param).replace("_", "-")
+        if value is None:
+            lines.append(f"# {key} = (not set)  # {origin}")
+        else:
+            lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}  # {origin}")
+    write_text("\n".join(lines) + "\n", None)
+
+
+# --- rank ------------------------------------------------------------------------------
+
+
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def _rank_table(table: Any, file: Any) -> None:
+    """The ranked rows as a rich table, for eyes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    view = Table()
+    for i, name in enumerate(table.column_names):
+        # Ids are never cut short; long text folds rather than ending in an ellipsis.
+        view.add_column(
+            name,
+            justify="right" if name in ("score", "time") else "left",
+            no_wrap=i == 0,
+            overflow="fold",
+        )
+    for row in table.to_pylist():
+        view.add_row(*("" if v is None else str(v) for v in row.values()))
+    Console(file=file).print(view)
+
+
+@app.command("rank")
+def rank_command(
+    predictions: Annotated[
+        str | None,
+        typer.Option("--predictions", envvar=_env("predictions"),
+                     help="The dataset mbp predict writes (DIR/dt=.../part-....parquet)."),
+    ] = None,
+    user_info: Annotated[
+        str | None,
+        typer.Option("--user-info", envvar=_env("user_info"),
+                     help="Parquet file, directory or glob of user details, joined on the rowid."),
+    ] = None,
+    rowid_column: Annotated[
+        str, typer.Option("--rowid-column", envvar=_env("rowid_column"), help="Id column.")
+    ] = "userid",
+    columns: Annotated[
+        str | None,
+        typer.Option("--columns", envvar=_env("columns"),
+                     help="User info columns to show, e.g. name,tel (default: all)."),
+    ] = None,
+    threshold: Annotated[
+        float,
+        typer.Option("--threshold", envvar=_env("threshold"),
+                     help="Keep users whose latest score is at or above this."),
+    ] = 0.7,
+    limit: Annotated[
+        int,
+        typer.Option("--limit", envvar=_env("limit"), help="At most this many users; 0 for all."),
+    ] = 100,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", envvar=_env("since"),
+                     help="Only scores within this long of the NEWEST time in the dataset "
+                     "(not of now, so replayed history works), e.g. 1h; 0s = newest batch."),
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", envvar=_env("rank_format"),
+                     help="table, csv, json, jsonl or parquet (default: the -o extension, "
+                     "else a table on a terminal and CSV in a pipe)."),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option("-o", "--output", envvar=_env("rank_output"),
+                     help="Write to this file (atomically) instead of stdout."),
+    ] = None,
+    config_file: ConfigOpt = None,
+) -> None:
+    """List users by their latest score, best first.
+
+    The latest score per user is taken first, then --threshold: a user whose
+    latest score fell below it is not listed for an older, higher one.
+
+    Example:
+
+        mbp rank --predictions predictions --user-info user_info.parquet --limit 20
+    """
+    from mbp import rank as core
+    from mbp import timewindow as tw
+
+    chosen = core.format_for(fmt, output, _stdout_is_terminal())
+    wanted = None
+    if columns is not None and columns.strip():
+        wanted = [c.strip() for c in columns.split(",") if c.strip()]
+    result = core.rank(
+        _required(predictions, "--predictions"),
+        user_info=user_info or None,
+        rowid_column=rowid_column,
+        columns=wanted,
+        threshold=threshold,
+        limit=limit,
+        since=None if since is None or since == "" else tw.parse_duration(since, "--since"),
+    )
+    for warning in result.warnings:
+        print(f"mbp: warning: {warning}", file=sys.stderr)
+    if chosen == "parquet":
+        core.write_parquet(result.table, _required(output, "--output"))
+    elif chosen == "table":
+        if output is None or output == "-":
+            _rank_table(result.table, sys.stdout)
+        else:
+            import io
+
+            buf = io.StringIO()
+            _rank_table(result.table, buf)
+            write_text(buf.getvalue(), output)
+    else:
+        write_text(core.to_text(result.table, chosen), output)
 
 
 def main() -> None:
