@@ -1,0 +1,178 @@
+"""Settings from flags, MBP_* variables and mbp.toml, in that order of priority."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+END = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> Path:
+    """Events 1, 10 and 100 minutes before END: the window length decides who is active."""
+    e = int(END.timestamp())
+    path = tmp_path / "data" / "sessions.parquet"
+    path.parent.mkdir()
+    pq.write_table(
+        pa.table({"userid": ["m1", "m10", "m100"], "time": [e - 60, e - 600, e - 6000]}), path
+    )
+    return path
+
+
+def write_config(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "mbp.toml"
+    path.write_text(text)
+    return path
+
+
+ARGS = ("list-users", "--scheduled-time", END.isoformat())
+
+
+def test_file_beats_default(mbp, sessions: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, f'[list-users]\nsessions = "{sessions}"\nwindow = "15m"\n')
+    assert mbp(*ARGS, "--config", str(cfg))[:2] == (0, "'m1','m10'\n")
+
+
+def test_env_beats_file(mbp, sessions: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, f'[list-users]\nsessions = "{sessions}"\nwindow = "15m"\n')
+    code, out, _ = mbp(*ARGS, "--config", str(cfg), env={"MBP_WINDOW": "2h"})
+    assert (code, out) == (0, "'m1','m10','m100'\n")
+
+
+def test_flag_beats_env(mbp, sessions: Path) -> None:
+    code, out, _ = mbp(
+        *ARGS, "--sessions", str(sessions), "--window", "5m", env={"MBP_WINDOW": "2h"}
+    )
+    assert (code, out) == (0, "'m1'\n")
+
+
+def test_flag_beats_file(mbp, sessions: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, f'[list-users]\nsessions = "{sessions}"\nwindow = "2h"\n')
+    assert mbp(*ARGS, "--config", str(cfg), "--window", "15m")[:2] == (0, "'m1','m10'\n")
+
+
+def test_env_beats_default(mbp, sessions: Path) -> None:
+    code, out, _ = mbp(*ARGS, env={"MBP_SESSIONS": str(sessions), "MBP_WINDOW": "15m"})
+    assert (code, out) == (0, "'m1','m10'\n")
+
+
+def test_shared_keys_apply_and_tables_override(mbp, sessions: Path, tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path, f'window = "2h"\nsessions = "{sessions}"\n[list-users]\nwindow = "15m"\n'
+    )
+    assert mbp(*ARGS, "--config", str(cfg))[:2] == (0, "'m1','m10'\n")
+
+
+def test_mbp_toml_in_the_working_folder_is_read(mbp, sessions: Path, tmp_path: Path) -> None:
+    write_config(Path.cwd(), f'[list-users]\nsessions = "{sessions}"\nwindow = "15m"\n')
+    assert mbp(*ARGS)[:2] == (0, "'m1','m10'\n")
+
+
+def test_config_from_environment(mbp, sessions: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "etc", f'[list-users]\nsessions = "{sessions}"\n')
+    assert mbp(*ARGS, env={"MBP_CONFIG": str(cfg)})[:2] == (0, "'m1'\n")
+
+
+def test_relative_paths_are_relative_to_the_file(mbp, sessions: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "conf", '[list-users]\nsessions = "../data/sessions.parquet"\n')
+    assert Path.cwd() != cfg.parent
+    assert mbp(*ARGS, "--config", str(cfg))[:2] == (0, "'m1'\n")
+    # A relative flag stays relative to the working folder.
+    os.chdir(tmp_path)
+    assert mbp(*ARGS, "--sessions", "data/sessions.parquet")[:2] == (0, "'m1'\n")
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        (
+            'timzone = "UTC"\n',
+            "unknown key 'timzone' at the top in config file '{cfg}'; did you mean 'timezone'?",
+        ),
+        (
+            '[list-users]\nwindw = "5m"\n',
+            "unknown key 'windw' in [list-users] in config file '{cfg}'; did you mean 'window'?",
+        ),
+        ("[list-users]\nthreshold = 0.5\n", "unknown key 'threshold' in [list-users]"),
+        (
+            '[predcit]\nmodel = "x"\n',
+            "unknown key 'predcit' (a table) in config file '{cfg}'; did you mean 'predict'?",
+        ),
+        (
+            "[list-users]\nwindow = 5\n",
+            "key 'window' in config file '{cfg}': expected str, got int 5",
+        ),
+        ('format = "json"\n', "key 'format' in config file '{cfg}' differs by command"),
+        ("[list-users\n", "config file '{cfg}' is not valid TOML"),
+    ],
+)
+def test_bad_config_exits_2_naming_key_and_file(
+    mbp, tmp_path: Path, text: str, needle: str
+) -> None:
+    cfg = write_config(tmp_path, text)
+    code, out, err = mbp(*ARGS, "--config", str(cfg))
+    assert (code, out) == (2, "")
+    assert err.startswith("mbp: error: ") and err.count("\n") == 1
+    assert needle.format(cfg=cfg) in err
+
+
+def test_missing_config_file(mbp, tmp_path: Path) -> None:
+    code, out, err = mbp(*ARGS, "--config", str(tmp_path / "nope.toml"))
+    assert (code, out) == (2, "")
+    assert "does not exist" in err
+
+
+def test_wrong_type_for_a_number(mbp, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, '[rank]\nthreshold = "high"\n')
+    code, out, err = mbp("rank", "--config", str(cfg))
+    assert (code, out) == (2, "")
+    assert "key 'threshold' in config file" in err and "expected float" in err
+
+
+def test_mbp_config_shows_each_source(mbp, sessions: Path, tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path, f'timezone = "UTC"\n[list-users]\nsessions = "{sessions}"\nwindow = "15m"\n'
+    )
+    code, out, err = mbp(
+        "config",
+        "list-users",
+        "--config",
+        str(cfg),
+        "--time-column",
+        "t",
+        env={"MBP_LOOKBACK": "1m"},
+    )
+    assert (code, err) == (0, "")
+    by_key = {}
+    for line in out.splitlines()[1:]:
+        setting, origin = line.split("  # ", 1)
+        by_key[setting.split(" = ")[0].lstrip("# ")] = (setting, origin)
+    assert by_key["time-column"] == ('time-column = "t"', "flag")
+    assert by_key["lookback"] == ('lookback = "1m"', "env MBP_LOOKBACK")
+    assert by_key["window"] == ('window = "15m"', f"file {cfg}")
+    assert by_key["sessions"] == (f'sessions = "{sessions}"', f"file {cfg}")
+    assert by_key["timezone"] == ('timezone = "UTC"', f"file {cfg}")
+    assert by_key["userid-column"] == ('userid-column = "userid"', "default")
+    assert out.splitlines()[0] == f"# mbp list-users: effective settings (config file: {cfg})"
+
+
+def test_mbp_config_output_is_valid_toml(mbp, sessions: Path, tmp_path: Path) -> None:
+    import tomllib
+
+    code, out, _ = mbp("config", "list-users", "--sessions", str(sessions))
+    assert code == 0
+    data = tomllib.loads(out)
+    assert data["sessions"] == str(sessions) and data["window"] == "5m"
+
+
+def test_mbp_config_unknown_command(mbp) -> None:
+    code, out, err = mbp("config", "predcit")
+    assert (code, out) == (2, "")
+    assert "unknown command 'predcit'" in err
