@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+demo: $(STAMP)
+	bash sample_data/demo.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check mbp tests
 	$(BIN)/ruff format --check mbp
