@@ -1,0 +1,371 @@
+"""`rank`: users by their latest score, filtered by a threshold, joined with user info."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import glob
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from mbp import sources
+from mbp.errors import RuntimeFailure, UsageError
+from mbp.sources import describe, first_line, ident, require_column
+
+FORMATS = ("table", "csv", "json", "jsonl", "parquet")
+EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
+_SCORE_COLUMNS = ("score", "time", "model", "model_version")
+_INTEGER_TYPES = {
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+}
+_NUMERIC_TYPES = _INTEGER_TYPES | {"FLOAT", "DOUBLE"}
+_KEY_TYPES = _INTEGER_TYPES | {"VARCHAR", "UUID"}
+# A predictions file may carry a column called `filename`; ours gets its own name.
+_FILE_COL = "__mbp_file"
+# Files can vanish between listing and reading when `predict --output-mode overwrite`
+# swaps the dataset; a fresh listing then reads the new state.
+_ATTEMPTS = 3
+
+
+@dataclass
+class Ranking:
+    """The ranked rows and the warnings the CLI should print."""
+
+    table: pa.Table
+    warnings: list[str] = field(default_factory=list)
+
+
+def _scan(param: str) -> str:
+    # sources.scan_sql plus the file name and row number that break ties in "latest".
+    return (
+        f"read_parquet({param}, hive_partitioning = true, union_by_name = true, "
+        f"filename = '{_FILE_COL}', file_row_number = true)"
+    )
+
+
+def _prediction_files(predictions: str) -> list[str]:
+    if not glob.has_magic(predictions) and not os.path.lexists(predictions):
+        raise UsageError(
+            f"the predictions directory {predictions!r} does not exist; "
+            "run mbp predict first or check --predictions"
+        )
+    try:
+        return sources.parquet_files(predictions, "predictions")
+    except UsageError:
+        # A dataset that exists but holds no batch yet ranks nobody.
+        if Path(predictions).is_dir():
+            return []
+        raise
+
+
+def _is_numeric(col_type: str) -> bool:
+    return col_type in _NUMERIC_TYPES or col_type.startswith("DECIMAL")
+
+
+def _prediction_columns(columns: dict[str, str], rowid_column: str) -> str:
+    """The rowid's type, after checking the columns `rank` needs."""
+    rowid_type = require_column(columns, rowid_column, "predictions dataset", "--rowid-column")
+    for name in ("score", "time"):
+        if name not in columns:
+            have = ", ".join(columns)
+            raise UsageError(
+                f"the predictions dataset has no column {name!r} (it has: {have}); "
+                "point --predictions at the output of mbp predict"
+            )
+    if not _is_numeric(columns["score"]):
+        raise UsageError(f"the predictions' score column has type {columns['score']}, not a number")
+    if columns["time"] not in _INTEGER_TYPES:
+        raise UsageError(
+            f"the predictions' time column has type {columns['time']}, "
+            "not integer epoch seconds as mbp predict writes"
+        )
+    return rowid_type
+
+
+def _info_columns(
+    info: dict[str, str], rowid_column: str, wanted: list[str] | None, warnings: list[str]
+) -> list[str]:
+    """The user-info columns to show: those asked for, or all but the key."""
+    taken = {rowid_column, *_SCORE_COLUMNS}
+    if wanted is None:
+        clash = [c for c in info if c in _SCORE_COLUMNS]
+        if clash:
+            warnings.append(
+                f"user info columns {', '.join(clash)} clash with the score columns and are "
+                "left out; rename them in the file"
+            )
+        return [c for c in info if c not in taken]
+    have = ", ".join(info)
+    for name in wanted:
+        if name not in info:
+            raise UsageError(
+                f"--columns names {name!r}, which the user info does not have "
+                f"(it has: {have}); pick from those"
+            )
+        if name in _SCORE_COLUMNS:
+            raise UsageError(
+                f"--columns names {name!r}, which clashes with the score column of that name; "
+                "leave it out"
+            )
+    return list(dict.fromkeys(c for c in wanted if c != rowid_column))
+
+
+def _newest_time(con: duckdb.DuckDBPyConnection, files: list[str], time_col: str) -> int | None:
+    # max() over a plain scan is answered from the Parquet footers' statistics.
+    rows = con.execute(f"SELECT max({time_col}) FROM {sources.scan_sql()}", {"files": files})
+    value: int | None = rows.fetchall()[0][0]
+    return value
+
+
+@dataclass
+class _Settings:
+    """What `rank` was asked for, after validation."""
+
+    rowid_column: str
+    threshold: float
+    limit: int
+    since: int | None
+    info_files: list[str] | None = None
+    info_types: dict[str, str] = field(default_factory=dict)
+    shown: list[str] = field(default_factory=list)
+
+
+def _query(
+    con: duckdb.DuckDBPyConnection,
+    files: list[str],
+    pred_cols: dict[str, str],
+    rowid_type: str,
+    q: _Settings,
+) -> pa.Table:
+    rowid_column, info_files, shown = q.rowid_column, q.info_files, q.shown
+    rid, score, time = ident(rowid_column), ident("score"), ident("time")
+    params: dict[str, Any] = {"threshold": q.threshold, "limit": q.limit or None}
+    if files:
+        model = ident("model") if "model" in pred_cols else "NULL::VARCHAR"
+        version = ident("model_version") if "model_version" in pred_cols else "NULL::VARCHAR"
+        where = f"{rid} IS NOT NULL AND {time} IS NOT NULL"
+        if q.since is not None:
+            newest = _newest_time(con, files, time)
+            if newest is not None:
+                where += f" AND {time} >= $since_start"
+                params["since_start"] = newest - q.since
+        source = f"{_scan('$files')} WHERE {where}"
+        params["files"] = files
+    else:
+        model = version = "NULL::VARCHAR"
+        source = (
+            f"(SELECT NULL::{rowid_type} AS {rid}, NULL::DOUBLE AS {score}, "
+            f"NULL::BIGINT AS {time}, NULL::VARCHAR AS {_FILE_COL}, "
+            "NULL::BIGINT AS file_row_number) WHERE false"
+        )
+    # Latest first, then the threshold: an old high score never stands in for a
+    # newer low one. Equal times go to the later batch file, then the later row.
+    latest = (
+        f"SELECT {rid} AS __rowid, {score} AS __score, {time} AS __time, "
+        f"{model} AS __model, {version} AS __version FROM {source} "
+        f"QUALIFY row_number() OVER (PARTITION BY {rid} "
+        f"ORDER BY {time} DESC, {_FILE_COL} DESC, file_row_number DESC) = 1"
+    )
+    select = [
+        f"s.__rowid AS {rid}",
+        "s.__score AS score",
+        "s.__time AS time",
+        "s.__model AS model",
+        "s.__version AS model_version",
+    ]
+    join = ""
+    if info_files is not None:
+        key_type = q.info_types[rowid_column]
+        key = rid if key_type == rowid_type else f"TRY_CAST({rid} AS {rowid_type})"
+        cols = "".join(f", {ident(c)}" for c in shown)
+        # One row per user: the first in file order; duplicates are counted for a warning.
+        info = (
+            f"SELECT {key} AS __key{cols}, count(*) OVER (PARTITION BY {key}) AS __copies "
+            f"FROM {_scan('$info_files')} WHERE {key} IS NOT NULL "
+            f"QUALIFY row_number() OVER (PARTITION BY {key} "
+            f"ORDER BY {_FILE_COL}, file_row_number) = 1"
+        )
+        join = f"LEFT JOIN ({info}) i ON i.__key = s.__rowid"
+        select += [f"i.{ident(c)}" for c in shown]
+        select += ["i.__key IS NOT NULL AS __matched", "coalesce(i.__copies, 0) AS __copies"]
+        params["info_files"] = info_files
+    sql = (
+        f"SELECT {', '.join(select)} FROM ({latest}) s {join} "
+        "WHERE s.__score >= $threshold AND NOT isnan(s.__score::DOUBLE) "
+        "ORDER BY s.__score DESC, s.__rowid ASC LIMIT $limit"
+    )
+    return con.sql(sql, params=params).to_arrow_table()
+
+
+def rank(
+    predictions: str,
+    *,
+    user_info: str | None = None,
+    rowid_column: str = "userid",
+    columns: list[str] | None = None,
+    threshold: float = 0.7,
+    limit: int = 100,
+    since: int | None = None,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> Ranking:
+    """Users whose latest score is at least `threshold`, best first.
+
+    `since` (seconds) keeps only scores within that long of the dataset's newest time.
+    """
+    if math.isnan(threshold):
+        raise UsageError("--threshold must be a number, not nan")
+    if limit < 0:
+        raise UsageError(f"--limit must be 0 (all) or more, got {limit}")
+    if since is not None and since < 0:
+        raise UsageError("--since must not be negative")
+    if columns is not None and user_info is None:
+        raise UsageError("--columns picks user info columns; give --user-info too")
+    con = con or duckdb.connect()
+    warnings: list[str] = []
+    q = _Settings(rowid_column, threshold, limit, since)
+    if user_info is not None:
+        q.info_files = sources.parquet_files(user_info, "user info")
+        q.info_types = describe(con, q.info_files, "user info")
+        require_column(q.info_types, rowid_column, "user info", "--rowid-column")
+        q.shown = _info_columns(q.info_types, rowid_column, columns, warnings)
+    table = _read(con, predictions, q)
+    if q.info_files is not None:
+        missing = table.column("__matched").to_pylist().count(False)
+        if missing:
+            users = "user has" if missing == 1 else "users have"
+            warnings.append(f"{missing} {users} no row in user info")
+        copies = sum(1 for n in table.column("__copies").to_pylist() if n > 1)
+        if copies:
+            users = "user has" if copies == 1 else "users have"
+            warnings.append(f"{copies} {users} more than one row in user info; the first is shown")
+        table = table.drop_columns(["__matched", "__copies"])
+    return Ranking(table=table, warnings=warnings)
+
+
+def _read(con: duckdb.DuckDBPyConnection, predictions: str, q: _Settings) -> pa.Table:
+    """The ranking query over a fresh listing, retried when a listed file vanished."""
+    for attempt in range(1, _ATTEMPTS + 1):
+        files = _prediction_files(predictions)
+        try:
+            if files:
+                pred_cols = describe(con, files, "predictions")
+                rowid_type = _prediction_columns(pred_cols, q.rowid_column)
+            else:
+                pred_cols = {}
+                rowid_type = q.info_types.get(q.rowid_column, "VARCHAR")
+            info_type = q.info_types.get(q.rowid_column, rowid_type)
+            if info_type != rowid_type and rowid_type not in _KEY_TYPES:
+                raise UsageError(
+                    f"the rowid column {q.rowid_column!r} is {rowid_type} in the predictions "
+                    f"but {info_type} in the user info; make them match"
+                )
+            return _query(con, files, pred_cols, rowid_type, q)
+        except (duckdb.Error, RuntimeFailure) as exc:
+            if attempt < _ATTEMPTS and any(not os.path.exists(f) for f in files):
+                continue
+            if isinstance(exc, RuntimeFailure):
+                raise
+            raise RuntimeFailure(f"cannot read the predictions: {first_line(exc)}") from exc
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def format_for(fmt: str | None, output: str | None, terminal: bool) -> str:
+    """The output format: the one asked for, else the file's extension, else table/CSV."""
+    if fmt is not None and fmt != "":
+        if fmt not in FORMATS:
+            raise UsageError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+        chosen = fmt
+    elif output is not None and output != "-":
+        suffix = Path(output).suffix.lower()
+        if suffix not in EXTENSIONS:
+            raise UsageError(
+                f"cannot tell the format of {output!r} from its extension; "
+                "use .csv, .json, .jsonl or .parquet, or give --format"
+            )
+        chosen = EXTENSIONS[suffix]
+    else:
+        chosen = "table" if terminal else "csv"
+    if chosen == "parquet" and (output is None or output == "-"):
+        raise UsageError("Parquet cannot go to stdout; give -o FILE.parquet or another --format")
+    return chosen
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready value: ISO strings for times, null for NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dt.date | dt.time):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _rows(table: pa.Table) -> list[dict[str, Any]]:
+    return [{k: _plain(v) for k, v in row.items()} for row in table.to_pylist()]
+
+
+def to_text(table: pa.Table, fmt: str) -> str:
+    """The table as CSV (header always), a JSON array, or JSON lines."""
+    if fmt == "csv":
+        buf = io.BytesIO()
+        try:
+            pacsv.write_csv(table, buf)
+        except pa.ArrowException as exc:
+            raise UsageError(
+                f"a column cannot be written as CSV ({first_line(exc)}); "
+                "pick others with --columns or use --format json"
+            ) from exc
+        return buf.getvalue().decode("utf-8")
+    if fmt == "json":
+        return json.dumps(_rows(table), ensure_ascii=False) + "\n"
+    if fmt == "jsonl":
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in _rows(table))
+    raise UsageError(f"format {fmt!r} is not a text format; use csv, json or jsonl")
+
+
+def write_parquet(table: pa.Table, output: str) -> None:
+    """The table as a Parquet file, atomically: temporary name, fsync, rename."""
+    target = Path(output)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise UsageError(f"cannot write {output!r}: {exc.strerror}; check the folder") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pq.write_table(table, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
