@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -443,6 +445,212 @@ def rank_command(
             write_text(buf.getvalue(), output)
     else:
         write_text(core.to_text(result.table, chosen), output)
+
+
+# --- predict ---------------------------------------------------------------------------
+
+
+def _split(value: str | None) -> list[str] | None:
+    if value is None or not value.strip():
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+@contextmanager
+def _progress_bar(show: bool) -> Iterator[Any]:
+    """A progress callback drawing a bar on stderr, or None when not on a terminal."""
+    if not show:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("scoring", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield advance
+
+
+def _predict_report(summary: dict[str, Any]) -> str:
+    """The summary in a few lines for stderr (cron logs keep them)."""
+    secs = summary["seconds"]
+    timing = (
+        f"model load {secs['model_load']:.2f} s, prepare {secs['prepare']:.2f} s, "
+        f"scan+score {secs['scan_score']:.2f} s, write {secs['write']:.2f} s"
+    )
+    model = f"model {summary['model']} {summary['model_version']}"
+    given = summary["ids_given"]
+    if given is None:
+        ids = "no --rowid-filter: every row"
+    else:
+        ids = f"{given:,} ids given, {summary['ids_without_row']:,} with no input row"
+    matched = f"{summary['rows_matched']:,} rows matched"
+    if given == 0:
+        return "mbp predict: the --rowid-filter is empty; nothing scored, nothing written"
+    if summary["dry_run"]:
+        lines = [
+            f"mbp predict --dry-run: nothing written; {ids}; {matched}",
+            f"  {model} ({summary['model_path']})",
+        ]
+        for feed in summary["features"]:
+            lines.append(
+                f"  input {feed['input']} ({feed['type']}) <- {', '.join(feed['columns'])}"
+            )
+        lines.append(f"  output file: {summary['output']}")
+        lines.append(f"  query: {summary['query']}")
+        lines.extend(f"  scan: {line}" for line in summary["plan"])
+        return "\n".join(lines)
+    return (
+        f"mbp predict: {ids}; {matched}; {summary['rows_written']:,} rows written to "
+        f"{summary['output']}\n  {model}; {timing}"
+    )
+
+
+@app.command("predict")
+def predict_command(
+    model: Annotated[
+        str | None,
+        typer.Option("--model", envvar=_env("model"),
+                     help="An .onnx file, or a model NAME (or NAME@VERSION) in --models-dir."),
+    ] = None,
+    models_dir: Annotated[
+        str, typer.Option("--models-dir", envvar=_env("models_dir"),
+                          help="Folder of NAME/VERSION.onnx models.")
+    ] = "models",
+    input: Annotated[
+        str | None,
+        typer.Option("--input", envvar=_env("input"),
+                     help="Feature table: Parquet file, directory (recursive) or glob."),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option("--output", envvar=_env("predict_output"),
+                     help="Root folder of the output dataset (DIR/dt=.../part-....parquet)."),
+    ] = None,
+    rowid_column: Annotated[
+        str, typer.Option("--rowid-column", envvar=_env("rowid_column"), help="Id column.")
+    ] = "userid",
+    rowid_filter: Annotated[
+        str | None,
+        typer.Option("--rowid-filter", envvar=_env("rowid_filter"),
+                     help="Ids to score: 'a','b' or 1,2,3 or one per line; - reads stdin, "
+                     "@FILE a file (default: every row)."),
+    ] = None,
+    features: Annotated[
+        str | None,
+        typer.Option("--features", envvar=_env("features"),
+                     help="Columns of a single-tensor model's input, in order: a,b,c "
+                     "(default: the model's `features` metadata or its input names)."),
+    ] = None,
+    fill_null: Annotated[
+        str | None,
+        typer.Option("--fill-null", envvar=_env("fill_null"),
+                     help="Fill nulls and NaN in features with this value (default: error)."),
+    ] = None,
+    score_output: Annotated[
+        str | None,
+        typer.Option("--score-output", envvar=_env("score_output"),
+                     help="Model output to score from (default: the probabilities or the "
+                     "only float output)."),
+    ] = None,
+    score_class: Annotated[
+        str | None,
+        typer.Option("--score-class", envvar=_env("score_class"),
+                     help="Class to score: a label, or a column index of a probability "
+                     "tensor (default: label 1/true, else the last)."),
+    ] = None,
+    keep_columns: Annotated[
+        str | None,
+        typer.Option("--keep-columns", envvar=_env("keep_columns"),
+                     help="Input columns to copy to the output, e.g. region,segment."),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", envvar=_env("batch_size"),
+                          help="Rows per batch; bounds memory.")
+    ] = 65_536,
+    output_mode: Annotated[
+        str,
+        typer.Option("--output-mode", envvar=_env("output_mode"),
+                     help="append (re-running a batch replaces its file) or overwrite "
+                     "(the dataset holds this batch only)."),
+    ] = "append",
+    lock_timeout: Annotated[
+        float,
+        typer.Option("--lock-timeout", envvar=_env("lock_timeout"),
+                     help="Seconds to wait for another run's lock before exiting 75."),
+    ] = 0.0,
+    scheduled_time: ScheduledOpt = None,
+    interval: Annotated[
+        str,
+        typer.Option("--interval", envvar=_env("interval"),
+                     help="Batch interval the default scheduled time is floored to, e.g. 5m."),
+    ] = "5m",
+    timezone: TimezoneOpt = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", envvar=_env("dry_run"),
+                     help="Report matches, feature mapping, output file and query plan; "
+                     "write nothing."),
+    ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", envvar=_env("predict_json"),
+                     help="Print the summary as JSON on stdout."),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("-q", "--quiet", envvar=_env("quiet"), help="No summary on stderr.")
+    ] = False,
+    config_file: ConfigOpt = None,
+) -> None:
+    """Score the rows whose rowid is in the filter and append them to a Parquet dataset.
+
+    Writes DIR/dt=YYYY-MM-DD/part-YYYYMMDDTHHMMSS.parquet for the scheduled time;
+    re-running a batch replaces its file. Prints a summary on stderr.
+
+    Example:
+
+        mbp predict --model ltv --input features.parquet --output predictions \\
+            --rowid-filter "$(mbp list-users --sessions sessions.parquet)"
+    """
+    from mbp import predict as core
+    from mbp import rowids
+    from mbp import timewindow as tw
+
+    tz = tw.zone(timezone)
+    step = tw.positive_duration(interval, "--interval")
+    scheduled = tw.scheduled_time(scheduled_time, step, tz)
+    ids = None
+    if rowid_filter is not None:
+        ids = rowids.parse(rowids.read_filter(rowid_filter, sys.stdin))
+    show_progress = ids is None and not quiet and not dry_run and sys.stderr.isatty()
+    with _progress_bar(show_progress) as progress:
+        summary = core.run(
+            model=_required(model, "--model"),
+            input=_required(input, "--input"),
+            output=_required(output, "--output"),
+            scheduled=scheduled,
+            tz=tz,
+            ids=ids,
+            models_dir=models_dir,
+            rowid_column=rowid_column,
+            features=_split(features),
+            fill_null=fill_null,
+            score_output=score_output or None,
+            score_class=score_class or None,
+            keep_columns=_split(keep_columns),
+            batch_size=batch_size,
+            output_mode=output_mode,
+            lock_timeout=lock_timeout,
+            dry_run=dry_run,
+            progress=progress,
+        )
+    if as_json:
+        print(json.dumps(summary))
+    elif not quiet:
+        print(_predict_report(summary), file=sys.stderr)
 
 
 def main() -> None:

@@ -1,0 +1,384 @@
+"""`predict`: score the input rows whose rowid is in the filter and write one batch.
+
+The ids reach DuckDB as a registered Arrow table; DuckDB plans `IN (SELECT id ...)` as a
+semi join and pushes the ids into the Parquet scan as a dynamic filter, so only matching
+rows leave the scan. Rows stream through in batches of `batch_size`: memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from mbp import dataset, rowids
+from mbp import model as mdl
+from mbp.errors import RuntimeFailure, UsageError
+from mbp.sources import describe, first_line, ident, parquet_files, require_column, scan_sql
+
+OUTPUT_COLUMNS = ("score", "time", "model", "model_version")
+DEFAULT_BATCH_SIZE = 65_536
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything checked before a row is read: model, columns, query, output file."""
+
+    model: mdl.Model
+    scorer: mdl.Scorer
+    feeds: list[mdl.Feed]
+    files: list[str]
+    rowid_column: str
+    columns: list[str]  # the columns the scan selects
+    keep_columns: list[str]
+    schema: pa.Schema  # of the output rows
+    root: Path
+    target: Path
+
+
+def _keep(keep: list[str], table: dict[str, str], rowid_column: str) -> list[str]:
+    reserved = {rowid_column, *OUTPUT_COLUMNS}
+    for name in keep:
+        require_column(table, name, "input table", "--keep-columns")
+        if name in reserved:
+            raise UsageError(
+                f"--keep-columns {name!r} clashes with an output column "
+                f"({', '.join(sorted(reserved))}); drop it from --keep-columns"
+            )
+    return list(dict.fromkeys(keep))
+
+
+def _select(columns: list[str]) -> str:
+    return ", ".join(ident(c) for c in columns)
+
+
+def _where(rowid_column: str, filtered: bool) -> str:
+    if filtered:
+        return f"WHERE {ident(rowid_column)} IN (SELECT id FROM mbp_ids)"
+    # A score for no-one is of no use to `rank`.
+    return f"WHERE {ident(rowid_column)} IS NOT NULL"
+
+
+def plan(
+    con: duckdb.DuckDBPyConnection,
+    loaded: mdl.Model,
+    *,
+    input: str,
+    output: str | Path,
+    scheduled: datetime,
+    tz: tzinfo,
+    rowid_column: str = "userid",
+    features: list[str] | None = None,
+    fill_null: str | None = None,
+    score_output: str | None = None,
+    score_class: str | None = None,
+    keep_columns: list[str] | None = None,
+) -> Plan:
+    """Check the model against the input table's columns and types; no row is read."""
+    files = parquet_files(input, "input")
+    table = describe(con, files, "input")
+    require_column(table, rowid_column, "input table", "--rowid-column")
+    feeds = mdl.feeds(loaded, table, features)
+    output_tensor = mdl.score_output(loaded, score_output)
+    scorer = mdl.Scorer(
+        loaded,
+        feeds,
+        output_tensor,
+        score_class=score_class,
+        fill_null=mdl.fill_value(fill_null, feeds),
+        rowid_column=rowid_column,
+    )
+    keep = _keep(keep_columns or [], table, rowid_column)
+    feature_columns = [c for f in feeds for c in f.columns]
+    columns = list(dict.fromkeys([rowid_column, *feature_columns, *keep]))
+    try:
+        types = (
+            con.sql(f"SELECT {_select(columns)} FROM {scan_sql()} LIMIT 0", params={"files": files})
+            .to_arrow_table()
+            .schema
+        )
+    except duckdb.Error as exc:
+        raise RuntimeFailure(f"cannot read the input files: {first_line(exc)}") from exc
+    schema = pa.schema(
+        [
+            types.field(rowid_column),
+            pa.field("score", pa.float64()),
+            pa.field("time", pa.int64()),
+            pa.field("model", pa.string()),
+            pa.field("model_version", pa.string()),
+            *(types.field(c) for c in keep),
+        ]
+    )
+    root = Path(output)
+    target = dataset.batch_path(root, scheduled, tz)
+    return Plan(loaded, scorer, feeds, files, rowid_column, columns, keep, schema, root, target)
+
+
+def feature_mapping(p: Plan) -> list[dict[str, Any]]:
+    """The model inputs and the columns that fill them, for reports."""
+    return [
+        {"input": f.input, "columns": list(f.columns), "type": _type_name(f.dtype)} for f in p.feeds
+    ]
+
+
+def _type_name(dtype: type) -> str:
+    import numpy as np
+
+    return "string" if dtype is np.object_ else np.dtype(dtype).name
+
+
+def _register_ids(con: duckdb.DuckDBPyConnection, ids: list[str], p: Plan) -> int:
+    arrow_type = p.schema.field(p.rowid_column).type
+    values = rowids.to_arrow(ids, arrow_type, p.rowid_column)
+    con.register("mbp_ids", pa.table({"id": values}))
+    return len(values)
+
+
+def _batches(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.RecordBatch]:
+    """DuckDB's batches, merged up to `size` rows: a filtered scan emits many small ones,
+    and each costs a model call and a Parquet row group."""
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in reader:
+        if pending and rows + batch.num_rows > size:
+            yield pa.concat_batches(pending)
+            pending, rows = [], 0
+        if batch.num_rows >= size:
+            yield batch
+        elif batch.num_rows:
+            pending.append(batch)
+            rows += batch.num_rows
+    if pending:
+        yield pa.concat_batches(pending)
+
+
+def _total_rows(con: duckdb.DuckDBPyConnection, files: list[str]) -> int:
+    row = con.execute(
+        "SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata($files)", {"files": files}
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _output_batch(p: Plan, batch: pa.RecordBatch, scores: Any, epoch: int) -> pa.RecordBatch:
+    n = batch.num_rows
+    arrays = [
+        batch.column(p.rowid_column),
+        pa.array(scores, pa.float64()),
+        pa.repeat(pa.scalar(epoch, pa.int64()), n),
+        pa.repeat(pa.scalar(p.model.name, pa.string()), n),
+        pa.repeat(pa.scalar(p.model.version, pa.string()), n),
+        *(batch.column(c) for c in p.keep_columns),
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=p.schema)
+
+
+def run(
+    *,
+    model: str,
+    input: str,
+    output: str | Path,
+    scheduled: datetime,
+    tz: tzinfo,
+    ids: list[str] | None = None,
+    models_dir: str | Path = "models",
+    rowid_column: str = "userid",
+    features: list[str] | None = None,
+    fill_null: str | None = None,
+    score_output: str | None = None,
+    score_class: str | None = None,
+    keep_columns: list[str] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    output_mode: str = "append",
+    lock_timeout: float = 0.0,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Score the rows whose rowid is in `ids` (every row when None) and write the batch.
+
+    Returns the summary: ids given, rows matched, ids with no input row, rows written,
+    the output file and seconds per stage.
+    """
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    if output_mode not in ("append", "overwrite"):
+        raise UsageError(f"--output-mode {output_mode!r} is not one of append, overwrite")
+    if lock_timeout < 0:
+        raise UsageError(f"--lock-timeout must be zero or more seconds, got {lock_timeout}")
+    started = time.perf_counter()
+    loaded = mdl.load(mdl.resolve(model, models_dir))
+    model_loaded = time.perf_counter()
+    con = duckdb.connect()
+    p = plan(
+        con,
+        loaded,
+        input=input,
+        output=output,
+        scheduled=scheduled,
+        tz=tz,
+        rowid_column=rowid_column,
+        features=features,
+        fill_null=fill_null,
+        score_output=score_output,
+        score_class=score_class,
+        keep_columns=keep_columns,
+    )
+    summary: dict[str, Any] = {
+        "model": p.model.name,
+        "model_version": p.model.version,
+        "model_path": str(p.model.path),
+        "ids_given": None,
+        "rows_matched": 0,
+        "ids_without_row": None,
+        "rows_written": 0,
+        "output": None,
+        "dry_run": dry_run,
+        "scheduled_time": int(scheduled.timestamp()),
+        "seconds": {
+            "model_load": round(model_loaded - started, 3),
+            "prepare": 0.0,
+            "scan_score": 0.0,
+            "write": 0.0,
+        },
+    }
+    if ids is not None:
+        summary["ids_given"] = _register_ids(con, ids, p)
+        summary["ids_without_row"] = summary["ids_given"]
+    prepared = time.perf_counter()
+    summary["seconds"]["prepare"] = round(prepared - model_loaded, 3)
+    if ids is not None and summary["ids_given"] == 0:
+        return summary  # an empty filter scores nothing and writes nothing
+    sql = f"SELECT {_select(p.columns)} FROM {scan_sql()} {_where(p.rowid_column, ids is not None)}"
+    if dry_run:
+        return _dry_run(con, p, sql, ids is not None, summary, prepared)
+    _score_and_write(
+        con,
+        p,
+        sql,
+        summary,
+        filtered=ids is not None,
+        batch_size=batch_size,
+        output_mode=output_mode,
+        lock_timeout=lock_timeout,
+        scheduled=scheduled,
+        progress=progress,
+        started=prepared,
+    )
+    return summary
+
+
+def _score_and_write(
+    con: duckdb.DuckDBPyConnection,
+    p: Plan,
+    sql: str,
+    summary: dict[str, Any],
+    *,
+    filtered: bool,
+    batch_size: int,
+    output_mode: str,
+    lock_timeout: float,
+    scheduled: datetime,
+    progress: Progress | None,
+    started: float,
+) -> None:
+    epoch = int(scheduled.timestamp())
+    total = _total_rows(con, p.files) if progress is not None and not filtered else 0
+    matched: list[pa.Array] = []
+    rows = 0
+    writing = 0.0
+    with (
+        dataset.DatasetLock(p.root, lock_timeout),
+        dataset.BatchWriter(p.root, p.target, p.schema, output_mode) as writer,
+    ):
+        try:
+            reader = con.sql(sql, params={"files": p.files}).to_arrow_reader(batch_size)
+            for batch in _batches(reader, batch_size):
+                scores = p.scorer.score(batch)
+                out = _output_batch(p, batch, scores, epoch)
+                t = time.perf_counter()
+                writer.write(out)
+                writing += time.perf_counter() - t
+                rows += batch.num_rows
+                if filtered:
+                    matched.append(batch.column(p.rowid_column))
+                if progress is not None:
+                    progress(rows, max(total, rows))
+        except duckdb.Error as exc:
+            raise RuntimeFailure(f"cannot read the input files: {first_line(exc)}") from exc
+        t = time.perf_counter()
+        summary["rows_written"] = writer.commit()
+        writing += time.perf_counter() - t
+    summary["rows_matched"] = rows
+    if filtered:
+        found = len(pa.chunked_array(matched, p.schema.field(0).type).unique()) if matched else 0
+        summary["ids_without_row"] = summary["ids_given"] - found
+    summary["output"] = str(p.target)
+    summary["seconds"]["scan_score"] = round(time.perf_counter() - started - writing, 3)
+    summary["seconds"]["write"] = round(writing, 3)
+
+
+def _dry_run(
+    con: duckdb.DuckDBPyConnection,
+    p: Plan,
+    sql: str,
+    filtered: bool,
+    summary: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
+    """Count the matching rows with DuckDB's profiler on, and report the scan's filters."""
+    rowid = ident(p.rowid_column)
+    count_sql = (
+        f"SELECT count(*), count(DISTINCT {rowid}) FROM {scan_sql()} "
+        f"{_where(p.rowid_column, filtered)}"
+    )
+    try:
+        con.execute("SET enable_profiling = 'no_output'")
+        row = con.execute(count_sql, {"files": p.files}).fetchone()
+        profile = json.loads(con.get_profiling_information(format="json"))
+        con.disable_profiling()
+    except duckdb.Error as exc:
+        raise RuntimeFailure(f"cannot read the input files: {first_line(exc)}") from exc
+    matched, distinct = (int(row[0]), int(row[1])) if row else (0, 0)
+    summary["rows_matched"] = matched
+    if filtered:
+        summary["ids_without_row"] = summary["ids_given"] - distinct
+    summary["output"] = str(p.target)
+    summary["features"] = feature_mapping(p)
+    summary["query"] = sql.replace(scan_sql(), "read_parquet(<files>)")
+    summary["plan"] = scan_filters(profile)
+    summary["seconds"]["scan_score"] = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def scan_filters(profile: dict[str, Any]) -> list[str]:
+    """One line per Parquet scan in a DuckDB JSON profile: its filters and pruning."""
+    lines: list[str] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        info = node.get("extra_info") or {}
+        if info.get("Function") == "READ_PARQUET":
+            parts = ["READ_PARQUET"]
+            for key in ("Filters", "Dynamic Filters"):
+                if key in info:
+                    value = " ".join(str(info[key]).split())
+                    if len(value) > 160:
+                        value = value[:157] + "..."
+                    parts.append(f"{key}: {value}")
+            if "total_row_groups_to_scan" in node:
+                groups = f"{node.get('row_groups_scanned')} / {node['total_row_groups_to_scan']}"
+                parts.append(f"row groups scanned: {groups}")
+            if "rows_scanned" in node:
+                parts.append(f"rows scanned: {node['rows_scanned']}")
+            lines.append("; ".join(parts))
+        for child in [*node.get("children", []), *node.get("operator", [])]:
+            walk(child)
+
+    walk(profile)
+    return lines
