@@ -456,6 +456,10 @@ def _split(value: str | None) -> list[str] | None:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
 @contextmanager
 def _progress_bar(show: bool) -> Iterator[Any]:
     """A progress callback drawing a bar on stderr, or None when not on a terminal."""
@@ -625,7 +629,7 @@ def predict_command(
     ids = None
     if rowid_filter is not None:
         ids = rowids.parse(rowids.read_filter(rowid_filter, sys.stdin))
-    show_progress = ids is None and not quiet and not dry_run and sys.stderr.isatty()
+    show_progress = ids is None and not quiet and not dry_run and _stderr_is_terminal()
     with _progress_bar(show_progress) as progress:
         summary = core.run(
             model=_required(model, "--model"),

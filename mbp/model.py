@@ -89,6 +89,8 @@ def resolve(value: str, models_dir: str | Path = "models") -> ResolvedModel:
     """Resolve `--model`: an .onnx path, NAME (newest or CURRENT) or NAME@VERSION."""
     if _is_path(value):
         path = Path(value).expanduser()
+        if path.is_dir():  # models/ltv: the folder of one model's versions
+            return resolve(path.name, path.parent)
         if not path.is_file():
             raise UsageError(f"model file {value!r} does not exist; check --model")
         return ResolvedModel(path, path.stem, None)

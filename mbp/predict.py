@@ -161,10 +161,10 @@ def _batches(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.RecordBatch
 
 
 def _total_rows(con: duckdb.DuckDBPyConnection, files: list[str]) -> int:
-    row = con.execute(
+    ((total,),) = con.execute(
         "SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata($files)", {"files": files}
-    ).fetchone()
-    return int(row[0]) if row else 0
+    ).fetchall()
+    return int(total)
 
 
 def _output_batch(p: Plan, batch: pa.RecordBatch, scores: Any, epoch: int) -> pa.RecordBatch:
@@ -340,12 +340,11 @@ def _dry_run(
     )
     try:
         con.execute("SET enable_profiling = 'no_output'")
-        row = con.execute(count_sql, {"files": p.files}).fetchone()
+        ((matched, distinct),) = con.execute(count_sql, {"files": p.files}).fetchall()
         profile = json.loads(con.get_profiling_information(format="json"))
         con.disable_profiling()
     except duckdb.Error as exc:
         raise RuntimeFailure(f"cannot read the input files: {first_line(exc)}") from exc
-    matched, distinct = (int(row[0]), int(row[1])) if row else (0, 0)
     summary["rows_matched"] = matched
     if filtered:
         summary["ids_without_row"] = summary["ids_given"] - distinct

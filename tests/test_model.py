@@ -75,6 +75,12 @@ def test_unknown_name_lists_the_models(tmp_path, models):
         mdl.resolve("ltv", tmp_path / "nowhere")
 
 
+def test_a_model_folder_path(tmp_path, models):
+    _folder(tmp_path, "ltv", ["2026-9", "2026-10"], models["tensor"])
+    r = mdl.resolve(str(tmp_path / "ltv"), "elsewhere")
+    assert (r.name, r.version) == ("ltv", "2026-10")
+
+
 def test_a_path_is_a_path(tmp_path, models):
     r = mdl.resolve(str(models["tensor"]), tmp_path)
     assert (r.name, r.version, r.path) == ("tensor", None, models["tensor"])
@@ -218,3 +224,12 @@ def test_a_value_too_large_for_float32_is_refused(models):
     s = _scorer(models, "tensor")
     with pytest.raises(UsageError, match="infinite .* for rowid 'u1'"):
         s.score(_batch(f0=[0.0, 1e300], f1=[0.0, 0.0], f2=[0.0, 0.0]))
+
+
+def test_null_string_filled(models):
+    s = _scorer(models, "columns", fill_null={"f0": 0.0, "n": 0.0, "city": "lyon"})
+    batch = _batch(f0=[0.5, 0.5], n=pa.array([1, 1], pa.int32()), city=[None, "lyon"])
+    scores = s.score(batch)
+    assert scores[0] == scores[1]  # the filled row is the same as the one given "lyon"
+    with pytest.raises(UsageError, match="column 'city' has a null for rowid 'u0'"):
+        _scorer(models, "columns").score(batch)

@@ -790,3 +790,37 @@ def test_batches_are_merged_up_to_the_batch_size(sizes, size):
     merged = list(_batches(reader, size))
     assert all(0 < b.num_rows <= limit for b in merged)
     assert [v for b in merged for v in b["v"].to_pylist()] == list(range(start))
+
+
+def test_core_run_reports_progress_and_skips_rows_without_rowid(models, tmp_path):
+    from mbp import predict as core
+
+    t = table(300)
+    t = _with(t, "userid", [None if i == 10 else v for i, v in enumerate(t["userid"].to_pylist())],
+              pa.string())  # fmt: skip
+    src = write(t, tmp_path / "in.parquet")
+    calls: list[tuple[int, int]] = []
+    summary = core.run(
+        model=str(models["tensor"]),
+        input=str(src),
+        output=tmp_path / "out",
+        scheduled=datetime(2026, 12, 3, 10, 5, tzinfo=UTC),
+        tz=UTC,
+        batch_size=64,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert summary["rows_written"] == 299  # a score for a null rowid would belong to no-one
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and calls[-1][0] == 299
+    assert all(total == 300 for _, total in calls)
+    assert None not in written(tmp_path / "out")["userid"].to_pylist()
+
+
+def test_progress_bar_on_a_terminal(mbp, models, features, tmp_path, monkeypatch):
+    from mbp import cli
+
+    monkeypatch.setattr(cli, "_stderr_is_terminal", lambda: True)
+    out = tmp_path / "out"
+    code, stdout, stderr = predict(mbp, models["tensor"], features, out, "--batch-size", "50")
+    assert (code, stdout) == (0, "")
+    assert "600 rows written" in stderr
+    assert written(out).num_rows == 600
