@@ -616,6 +616,7 @@ def predict_command(
 
     Example:
 
+    \b
         mbp predict --model ltv --input features.parquet --output predictions \\
             --rowid-filter "$(mbp list-users --sessions sessions.parquet)"
     """
