@@ -353,8 +353,23 @@ def _rank_table(table: Any, file: Any) -> None:
             overflow="fold",
         )
     for row in table.to_pylist():
-        view.add_row(*("" if v is None else str(v) for v in row.values()))
-    Console(file=file).print(view)
+        view.add_row(*(_cell(name, value) for name, value in row.items()))
+    # Piped on purpose (`--format table | less`): size to the content, not to 80 columns.
+    width = None if getattr(file, "isatty", lambda: False)() else 240
+    Console(file=file, width=width).print(view)
+
+
+def _cell(name: str, value: Any) -> str:
+    """A value as people read it: scores to 4 places, batch times as UTC datetimes."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return ""
+    if name == "score" and isinstance(value, float):
+        return f"{value:.4f}"
+    if name == "time" and isinstance(value, int):
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return str(value)
 
 
 @app.command("rank")
