@@ -41,7 +41,8 @@ def find(explicit: str | None, cwd: Path | None = None) -> Path | None:
     """The config file to use: the one given, else ./mbp.toml when present."""
     if explicit:
         return Path(explicit)
-    candidate = (cwd or Path.cwd()) / DEFAULT_FILE
+    # Relative, so settings read from it stay as short as the user wrote them.
+    candidate = cwd / DEFAULT_FILE if cwd else Path(DEFAULT_FILE)
     return candidate if candidate.is_file() else None
 
 
