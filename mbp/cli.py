@@ -18,7 +18,7 @@ from typer import _click as click
 from typer._click.core import ParameterSource
 from typer.core import TyperGroup, TyperOption
 
-from mbp import __version__, config
+from mbp import __version__, config, interrupts
 from mbp.errors import Interrupted, MbpError, UsageError
 
 DEBUG_ENV = "MBP_DEBUG"
@@ -29,28 +29,32 @@ class MbpGroup(TyperGroup):
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> NoReturn:  # type: ignore[override]
         extra.pop("standalone_mode", None)
+        message: str | None = None
         try:
             rv = super().main(args=args, prog_name=prog_name or "mbp", standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
         except MbpError as exc:
             if os.environ.get(DEBUG_ENV) == "1":
                 raise
-            _fail(str(exc))
-            code = exc.exit_code
+            message, code = str(exc), exc.exit_code
         except click.exceptions.ClickException as exc:
             hint = ""
             if isinstance(exc, click.exceptions.UsageError) and exc.ctx is not None:
                 hint = f" (see '{exc.ctx.command_path} --help')"
-            _fail(exc.format_message().replace("\n", " ") + hint)
-            code = exc.exit_code
+            message, code = exc.format_message().replace("\n", " ") + hint, exc.exit_code
         except (KeyboardInterrupt, typer.Abort):
-            _fail("interrupted")
-            code = 130
+            message, code = "interrupted", 130
         except Exception as exc:  # the last line of defence: one line, not a traceback
             if os.environ.get(DEBUG_ENV) == "1":
                 raise
-            _fail(f"unexpected {type(exc).__name__}: {exc} (run with MBP_DEBUG=1 for details)")
+            message = f"unexpected {type(exc).__name__}: {exc} (run with MBP_DEBUG=1 for details)"
             code = 1
+        # A library may have swallowed or wrapped the signal's exception; the signal decides.
+        stop = interrupts.received()
+        if stop is not None:
+            message, code = str(stop), stop.exit_code
+        if message is not None:
+            _fail(message)
         sys.exit(code)
 
 
@@ -677,9 +681,9 @@ def main() -> None:
     """Console-script entry point."""
     # Die quietly on a closed pipe (`mbp rank | head`), like any Unix filter.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-
-    def _terminate(signum: int, frame: object) -> None:
-        raise Interrupted("terminated", exit_code=128 + signum)
-
-    signal.signal(signal.SIGTERM, _terminate)
-    app()
+    interrupts.install()
+    try:
+        app()
+    except Interrupted as exc:  # arrived while typer built the command, before MbpGroup.main
+        _fail(str(exc))
+        sys.exit(exc.exit_code)

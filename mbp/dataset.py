@@ -26,6 +26,7 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mbp import interrupts
 from mbp.errors import LockedError, MbpError, RuntimeFailure, UsageError
 from mbp.timewindow import batch_name
 
@@ -330,6 +331,7 @@ class BatchWriter:
 
     def write(self, data: pa.RecordBatch | pa.Table) -> None:
         """Append rows; each call becomes a row group, so memory stays bounded by one call."""
+        interrupts.check()
         writer = self._writer or self._open()
         with _io(self._tmp):
             writer.write(data)
@@ -339,6 +341,8 @@ class BatchWriter:
 
     def commit(self) -> int:
         """Make the batch visible in one step; return the rows written (0 still writes the file)."""
+        # A signal whose exception a library swallowed must still stop the batch going public.
+        interrupts.check()
         writer = self._writer or self._open()
         assert self._file is not None
         with _io(self._final):

@@ -1,0 +1,44 @@
+"""Ctrl-C and SIGTERM: stop the run, and remember that it was asked to stop.
+
+The handler raises Interrupted, which unwinds through the dataset lock and the batch writer.
+Libraries can swallow that exception (DuckDB polls for signals while it scans and drops the
+error; an import inside `try: import pandas except ImportError` turns it into a missing
+module) or wrap it in their own error, so the signal is also recorded: the batch writer and
+the CLI consult the record, not the exception.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+from mbp.errors import Interrupted
+
+_MESSAGES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+_received: int | None = None
+
+
+def install() -> None:
+    """Handle SIGINT and SIGTERM in this process (the CLI does; a library user need not)."""
+    for signum in _MESSAGES:
+        signal.signal(signum, _handle)
+
+
+def _handle(signum: int, frame: FrameType | None) -> None:
+    global _received
+    _received = signum
+    raise Interrupted(_MESSAGES[signal.Signals(signum)], exit_code=128 + signum)
+
+
+def received() -> Interrupted | None:
+    """The interrupt a signal asked for, if one arrived."""
+    if _received is None:
+        return None
+    return Interrupted(_MESSAGES[signal.Signals(_received)], exit_code=128 + _received)
+
+
+def check() -> None:
+    """Raise Interrupted if a signal arrived, even one whose exception a library swallowed."""
+    stop = received()
+    if stop is not None:
+        raise stop
