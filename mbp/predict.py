@@ -160,6 +160,15 @@ def _batches(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.RecordBatch
         yield pa.concat_batches(pending)
 
 
+def _stream(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    """DuckDB's batches. A file found corrupt mid-scan fails here, and the error crosses the
+    Arrow stream as a pyarrow OSError, not as a duckdb.Error."""
+    try:
+        yield from reader
+    except (duckdb.Error, OSError, pa.ArrowException) as exc:
+        raise RuntimeFailure(f"cannot read the input files: {first_line(exc)}") from exc
+
+
 def _total_rows(con: duckdb.DuckDBPyConnection, files: list[str]) -> int:
     ((total,),) = con.execute(
         "SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata($files)", {"files": files}
@@ -299,7 +308,7 @@ def _score_and_write(
     ):
         try:
             reader = con.sql(sql, params={"files": p.files}).to_arrow_reader(batch_size)
-            for batch in _batches(reader, batch_size):
+            for batch in _batches(_stream(reader), batch_size):
                 scores = p.scorer.score(batch)
                 out = _output_batch(p, batch, scores, epoch)
                 t = time.perf_counter()
