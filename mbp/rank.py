@@ -244,7 +244,11 @@ def rank(
         raise UsageError("--since must not be negative")
     if columns is not None and user_info is None:
         raise UsageError("--columns picks user info columns; give --user-info too")
-    con = con or duckdb.connect()
+    if con is None:
+        con = duckdb.connect()
+        # describe() and the query's union_by_name both read every file's footer; with
+        # the cache the query reuses them instead of opening all the files again.
+        con.execute("SET parquet_metadata_cache = true")
     warnings: list[str] = []
     q = _Settings(rowid_column, threshold, limit, since)
     if user_info is not None:
