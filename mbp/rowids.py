@@ -25,20 +25,37 @@ _BLANK = re.compile(r"[ \t\r\n]*")
 
 
 def read_filter(value: str, stdin: TextIO) -> str:
-    """The filter text: `-` reads stdin, `@FILE` a file, anything else is the list itself."""
+    """The filter text: `-` reads stdin, `@FILE` a file, anything else is the list itself.
+
+    Read as UTF-8 bytes, not as text: newline translation would turn a carriage return
+    inside a quoted id into a line feed, and the locale's decoder lets bad bytes through.
+    """
     if value == "-":
-        return stdin.read()
+        buffer = getattr(stdin, "buffer", None)
+        if buffer is None:  # a plain text stream, as in tests
+            return stdin.read()
+        return _utf8(buffer.read(), "on stdin")
     if value.startswith("@"):
         path = Path(value[1:])
         try:
-            return path.read_text(encoding="utf-8")
+            data = path.read_bytes()
         except OSError as exc:
             raise UsageError(
                 f"cannot read the rowid filter file {str(path)!r}: {exc.strerror}; check the path"
             ) from exc
-        except UnicodeDecodeError as exc:
-            raise UsageError(f"the rowid filter file {str(path)!r} is not UTF-8 text") from exc
-    return value
+        return _utf8(data, f"file {str(path)!r}")
+    # An argument that is not UTF-8 reaches Python with its bad bytes as surrogates.
+    return _utf8(value.encode("utf-8", "surrogateescape"), "argument")
+
+
+def _utf8(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"the rowid filter {where} is not UTF-8 text (byte {data[exc.start]:#04x} at "
+            f"offset {exc.start}); convert it to UTF-8"
+        ) from exc
 
 
 def _error(text: str, pos: int, problem: str) -> UsageError:
