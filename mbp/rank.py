@@ -59,12 +59,10 @@ class Ranking:
     warnings: list[str] = field(default_factory=list)
 
 
-def _scan(param: str) -> str:
+def _scan(param: str, union: bool = True) -> str:
     # sources.scan_sql plus the row number that, after file_index, breaks ties in "latest".
-    return (
-        f"read_parquet({param}, hive_partitioning = true, union_by_name = true, "
-        "file_row_number = true)"
-    )
+    by_name = "union_by_name = true, " if union else ""
+    return f"read_parquet({param}, hive_partitioning = true, {by_name}file_row_number = true)"
 
 
 def _prediction_files(predictions: str) -> list[str]:
@@ -160,6 +158,7 @@ def _query(
     pred_cols: dict[str, str],
     rowid_type: str,
     q: _Settings,
+    union: bool = True,
 ) -> pa.Table:
     rowid_column, info_files, shown = q.rowid_column, q.info_files, q.shown
     rid, score, time = ident(rowid_column), ident("score"), ident("time")
@@ -173,7 +172,7 @@ def _query(
             if newest is not None:
                 where += f" AND {time} >= $since_start"
                 params["since_start"] = newest - q.since
-        source = f"{_scan('$files')} WHERE {where}"
+        source = f"{_scan('$files', union)} WHERE {where}"
         params["files"] = files
     else:
         model = version = "NULL::VARCHAR"
@@ -270,10 +269,37 @@ def rank(
     return Ranking(table=table, warnings=warnings)
 
 
+def _read_same_schema(
+    con: duckdb.DuckDBPyConnection, files: list[str], q: _Settings
+) -> pa.Table | None:
+    """The query without union_by_name, which reads every file's footer before the scan
+    starts (0.8 s of 2.8 s over a month of batches): the first file's columns, matched by
+    name in the others. None when a file lacks one of them or the types clash; the caller
+    then unifies the schemas and checks them."""
+    try:
+        first = describe(con, files[:1], "predictions")
+    except RuntimeFailure:
+        return None  # unreadable or gone: the full path reports it, or lists again
+    if not all(c in first for c in (q.rowid_column, *_SCORE_COLUMNS)):
+        return None
+    try:
+        rowid_type = _prediction_columns(first, q.rowid_column)
+    except UsageError:
+        return None
+    if q.info_types.get(q.rowid_column, rowid_type) != rowid_type:
+        return None
+    try:
+        return _query(con, files, first, rowid_type, q, union=False)
+    except duckdb.Error:
+        return None
+
+
 def _read(con: duckdb.DuckDBPyConnection, predictions: str, q: _Settings) -> pa.Table:
     """The ranking query over a fresh listing, retried when a listed file vanished."""
     for attempt in range(1, _ATTEMPTS + 1):
         files = _prediction_files(predictions)
+        if files and (same := _read_same_schema(con, files, q)) is not None:
+            return same
         try:
             if files:
                 pred_cols = describe(con, files, "predictions")
