@@ -20,6 +20,12 @@ test: $(STAMP)
 demo: $(STAMP)
 	bash sample_data/demo.sh
 
+# Quick scale (N = 1,000,000) by default; BENCH_SCALE=full for N = 5,000,000, where the
+# targets are judged. Data goes to $BENCH_DIR (default /tmp/mbp-bench), never the repo.
+BENCH_SCALE ?= quick
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py --scale $(BENCH_SCALE)
+
 lint: $(STAMP)
 	$(BIN)/ruff check mbp tests
 	$(BIN)/ruff format --check mbp
