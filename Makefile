@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# pyproject's addopts deselect the tests marked slow; test-slow runs only those (the
+# reliability suite's kills, interrupts and overlapping runs: a few minutes).
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
 
 demo: $(STAMP)
 	bash sample_data/demo.sh
