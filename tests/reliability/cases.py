@@ -66,6 +66,16 @@ CASES: list[Case] = [
         "-9, then 0",
         f"{CRASH}::test_sigkill_during_overwrite",
     ),
+    Case(
+        "write-fails",
+        "Crash safety",
+        "the disk fills up in the middle of a batch, append and overwrite (simulated with a "
+        "256 KiB file size limit: writes fail with EFBIG as they would with ENOSPC)",
+        "one line `cannot write to ...: File too large`; the dataset keeps its very files; "
+        "no temporary file or staging tree left; the lock is free",
+        "1",
+        "test_write_failure.py::test_write_failure_mid_batch",
+    ),
     # --- overlap ------------------------------------------------------------------------
     Case(
         "overlap-exit-75",

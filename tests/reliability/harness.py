@@ -214,7 +214,8 @@ class Made:
 
     files: dict[str, Path]  # name -> the batch file inside its own dataset
     roots: dict[str, Path]
-    seconds: float
+    seconds: float  # start to exit
+    committed: float  # start to the batch file's appearance
 
     def dataset(self, root: Path, *names: str) -> Path:
         """A new dataset holding hard links to the named batches."""
