@@ -48,8 +48,9 @@ tests/reliability/cases.py; a test fails when the two differ. Edit cases.py, not
   meets Python's default handling: SIGTERM ends the process silently (status 143 to the
   shell) and SIGINT prints Python's `KeyboardInterrupt` traceback (status 130). Nothing has
   been opened then. The interrupt tests start counting once mbp's handlers are installed.
-- An interrupt after the commit (between the rename and the exit) still exits 130/143; the
-  batch is then whole and in place.
+- An interrupt after the commit finds the batch whole and in place. mbp still exits
+  130/143; in its last milliseconds, once Python has begun shutting down, the signal's
+  default action ends it instead (the shell sees 130/143 all the same).
 - `rank` lists the files, then reads them; when an overwrite swaps the dataset in between,
   it lists again (three attempts). With batches minutes apart that always suffices; a
   stress loop swapping every few milliseconds made about 1% of reads fail with exit 1.

@@ -286,4 +286,4 @@ def test_200k_ids_on_stdin(mbp, models: Models, medium: Path, tmp_path: Path) ->
     ).fetchall()
     assert expected == 150_000
     assert (rows, distinct, unmatched) == (expected, expected, 0)
-    assert seconds < 20, f"200,000 ids took {seconds:.1f} s"
+    assert seconds < 10, f"200,000 ids took {seconds:.1f} s"  # about 1.5 s on 2 cores
