@@ -29,6 +29,7 @@ from harness import (
     spawn,
     wait_ready,
 )
+from models import table, write
 
 from mbp.dataset import DatasetLock
 
@@ -122,6 +123,7 @@ IN_NATIVE = """
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["onnxruntime", "duckdb"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @case("signal-in-native-code")
@@ -139,3 +141,40 @@ def test_signal_while_native_code_runs(
         env=clean_env(),
     )
     assert_stopped_cleanly(proc, signum, root, [{epoch(OLD): WHOLE_OLD}], where)
+
+
+HOLD = """
+    import sys
+    from pathlib import Path
+    from mbp.dataset import DatasetLock
+    with DatasetLock(Path(sys.argv[1])):
+        print("locked", flush=True)
+        sys.stdin.readline()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@case("signal-while-waiting")
+def test_signal_while_waiting_for_the_lock(models, tmp_path: Path, signum: int) -> None:
+    root = tmp_path / "scores"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HOLD), str(root)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=clean_env(),
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        src = write(table(40), tmp_path / "in.parquet")
+        waiter = spawn(predict_args(models["tensor"], src, root, NEW, "--lock-timeout", "600"))
+        wait_ready(waiter)
+        time.sleep(1.0)  # well into the wait
+        assert waiter.poll() is None
+        started = time.monotonic()
+        waiter.send_signal(signum)
+        assert waiter.communicate(timeout=30) == ("", MESSAGE[signum])
+        assert waiter.returncode == 128 + signum
+        assert time.monotonic() - started < 2  # at once, not at the end of the timeout
+        assert holder.poll() is None  # the holder is not disturbed
+        assert read_dataset(root) == {}
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert leftovers(root) == []
