@@ -19,7 +19,7 @@ from typer._click.core import ParameterSource
 from typer.core import TyperGroup, TyperOption
 
 from mbp import __version__, config, interrupts
-from mbp.errors import Interrupted, MbpError, UsageError
+from mbp.errors import Interrupted, MbpError, RuntimeFailure, UsageError
 
 DEBUG_ENV = "MBP_DEBUG"
 
@@ -197,8 +197,11 @@ def _required(value: str | None, option: str) -> str:
 def write_text(text: str, output: str | None) -> None:
     """Text to stdout, or atomically to a file (temporary name, then rename)."""
     if output is None or output == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except OSError as exc:  # a full disk behind a redirection
+            raise RuntimeFailure(f"cannot write to standard output: {exc.strerror}") from exc
         return
     target = Path(output)
     try:
