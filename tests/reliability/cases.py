@@ -297,6 +297,14 @@ CASES += [
         r"^mbp: error: cannot read the sessions files",
     ),
     Case(
+        "stdout-full",
+        "Bad input",
+        "stdout redirected to a full disk (`mbp list-users > /dev/full`)",
+        "one line `cannot write to standard output: No space left on device`",
+        "1",
+        f"{WORKS}::test_stdout_on_a_full_disk",
+    ),
+    Case(
         "odd-ids",
         "Valid but awkward ids",
         "ids with quotes, `''`, commas, new lines, spaces, non-ASCII, SQL text, double "

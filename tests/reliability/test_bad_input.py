@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from cases import Case, case, each_case
-from harness import NEW, iso, one_line_error, predict_args
+from harness import MBP, NEW, clean_env, epoch, iso, one_line_error, predict_args
 from models import Models, table, write
 
 # --- the bad inputs, one builder per case: files under `tmp`, then the mbp arguments ------
@@ -287,3 +288,17 @@ def test_200k_ids_on_stdin(mbp, models: Models, medium: Path, tmp_path: Path) ->
     assert expected == 150_000
     assert (rows, distinct, unmatched) == (expected, expected, 0)
     assert seconds < 10, f"200,000 ids took {seconds:.1f} s"  # about 1.5 s on 2 cores
+
+
+@case("stdout-full")
+def test_stdout_on_a_full_disk(tmp_path: Path) -> None:
+    sessions = tmp_path / "sessions.parquet"
+    pq.write_table(pa.table({"userid": ["a", "b"], "time": [epoch(NEW) - 60] * 2}), sessions)
+    args = ["list-users", "--sessions", str(sessions), "--scheduled-time", iso(NEW)]
+    with open("/dev/full", "w") as full:  # every write fails with ENOSPC
+        done = subprocess.run(
+            [*MBP, *args], stdout=full, stderr=subprocess.PIPE, text=True, env=clean_env()
+        )
+    assert done.returncode == 1
+    assert one_line_error(done.stderr), done.stderr
+    assert "cannot write to standard output: No space left on device" in done.stderr
