@@ -248,6 +248,25 @@ class DatasetLock:
         _removedirs(self._made)
 
 
+def _foreign(root: Path) -> Path | None:
+    """The first thing in `root` that is not part of a dataset: a file or folder other than
+    `dt=...` folders of Parquet files (hidden names are mbp's own lock and leftovers)."""
+    try:
+        top = sorted(os.scandir(root), key=lambda e: e.name)
+    except FileNotFoundError:
+        return None
+    for entry in top:
+        if entry.name.startswith("."):
+            continue
+        if not (entry.name.startswith("dt=") and entry.is_dir(follow_symlinks=False)):
+            return Path(entry.path)
+        for inner in sorted(os.scandir(entry.path), key=lambda e: e.name):
+            plain = inner.name.endswith(".parquet") and inner.is_file(follow_symlinks=False)
+            if not (plain or inner.name.startswith(".")):
+                return Path(inner.path)
+    return None
+
+
 def _exchange(a: Path, b: Path) -> None:
     """Swap two paths in one step with Linux renameat2(RENAME_EXCHANGE)."""
     try:
@@ -322,6 +341,17 @@ class BatchWriter:
     def _open(self) -> pq.ParquetWriter:
         _require_dir(self.root)
         with _io(self._tmp):
+            if self._staging is not None:
+                # The swap deletes everything in root: refuse when that is more than batches,
+                # as with `--output .` in a project folder.
+                foreign = _foreign(self._real)
+                if foreign is not None:
+                    name = foreign.relative_to(self._real).as_posix()
+                    raise UsageError(
+                        f"--output {self.root} holds {name!r}, which is not part of an mbp "
+                        "dataset; --output-mode overwrite would delete it: point --output at "
+                        "a folder of batches only"
+                    )
             if self._staging is not None and os.path.lexists(self._staging):
                 shutil.rmtree(self._staging)
             _makedirs(self._tmp.parent, self._made)
