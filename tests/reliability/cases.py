@@ -249,6 +249,14 @@ CASES += [
         r"^mbp: error: cannot create the output in .*plain: not a directory",
     ),
     _bad(
+        "overwrite-foreign-files",
+        "`--output-mode overwrite` on a folder that holds more than batches (here the input "
+        "table and a text file, as with `--output .`)",
+        2,
+        r"^mbp: error: --output .*out holds '(features\.parquet|notes\.txt)', which is not "
+        r"part of an mbp dataset; .*overwrite would delete it",
+    ),
+    _bad(
         "filter-sql-or",
         "`--rowid-filter \"'1') OR 1=1 --\"`",
         2,

@@ -92,6 +92,14 @@ def _unwritable(tmp: Path, m: Models) -> list[str]:
     return [a if a != str(tmp / "out") else str(tmp / "plain" / "out") for a in args]
 
 
+def _overwrite_foreign(tmp: Path, m: Models) -> list[str]:
+    # `--output .` from a project folder: overwrite must not delete the model, the input...
+    _existing_dataset(tmp)
+    (tmp / "out" / "notes.txt").write_text("not a batch")
+    src = write(table(40), tmp / "out" / "features.parquet")
+    return _predict(m, src, tmp, "--output-mode", "overwrite")
+
+
 def _rank(tmp: Path, m: Models) -> list[str]:
     (tmp / "scores" / "dt=2026-12-03").mkdir(parents=True)
     (tmp / "scores" / "dt=2026-12-03" / "part-20261203T100500.parquet").write_bytes(b"PAR1junk")
@@ -157,6 +165,7 @@ SETUP: dict[str, Builder] = {
     "null-feature-unfiltered": _nulls_unfiltered,
     "output-is-file": _output_is_file,
     "output-unwritable": _unwritable,
+    "overwrite-foreign-files": _overwrite_foreign,
     "filter-sql-or": _filtered("'1') OR 1=1 --"),
     "filter-sql-drop": _filtered("';DROP TABLE x;--"),
     "filter-unterminated": _filtered("'u00001','u00002"),
