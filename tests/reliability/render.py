@@ -26,7 +26,9 @@ tests/reliability/cases.py; a test fails when the two differ. Edit cases.py, not
   readers of `*.parquet` and mbp itself skip), fsynced, then renamed. `--output-mode
   overwrite` builds the new dataset in a hidden sibling folder and swaps the two folders
   in one step (`renameat2(RENAME_EXCHANGE)`). A kill at any moment leaves the old state or
-  the new one, never part of a batch and never a mix of two datasets.
+  the new one, never part of a batch and never a mix of two datasets. Overwrite refuses a
+  folder that holds anything besides `dt=...` folders of Parquet files (`--output .` in a
+  project folder would otherwise delete the project).
 - **Idempotent re-runs.** A batch is named by its scheduled time, so re-running it replaces
   its file: a retry never duplicates rows. Leftovers of a killed run (temporary files,
   staging or old folders) are hidden from readers and removed by the next run.
