@@ -31,7 +31,9 @@ class MbpGroup(TyperGroup):
         extra.pop("standalone_mode", None)
         message: str | None = None
         try:
-            rv = super().main(args=args, prog_name=prog_name or "mbp", standalone_mode=False, **extra)
+            rv = super().main(
+                args=args, prog_name=prog_name or "mbp", standalone_mode=False, **extra
+            )
             code = rv if isinstance(rv, int) else 0
         except MbpError as exc:
             if os.environ.get(DEBUG_ENV) == "1":
@@ -68,7 +70,7 @@ app = typer.Typer(
     name="mbp",
     help="Mini-batch prediction over local Parquet files.\n\n"
     "Example, every five minutes from cron:\n\n"
-    "    mbp predict --rowid-filter \"$(mbp list-users)\"",
+    '    mbp predict --rowid-filter "$(mbp list-users)"',
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -131,7 +133,12 @@ def _check_type(ctx: click.Context, option: Any, raw: Any, path: Path) -> None:
     """A value from the file must have the option's type: `window = 5` is refused."""
     key = _key(option).replace("_", "-")
     expected = option.type_descriptor.annotation
-    kinds = {str: str, int: int, float: (int, float), bool: bool}
+    kinds: dict[type, type | tuple[type, ...]] = {
+        str: str,
+        int: int,
+        float: (int, float),
+        bool: bool,
+    }
     want = next((k for k in kinds if expected in (k, k | None)), None)
     problem = None
     if want is not None and (
@@ -226,8 +233,11 @@ def write_text(text: str, output: str | None) -> None:
 def list_users(
     sessions: Annotated[
         str | None,
-        typer.Option("--sessions", envvar=_env("sessions"),
-                     help="Parquet file, directory (recursive, hive folders allowed) or glob."),
+        typer.Option(
+            "--sessions",
+            envvar=_env("sessions"),
+            help="Parquet file, directory (recursive, hive folders allowed) or glob.",
+        ),
     ] = None,
     userid_column: Annotated[
         str, typer.Option("--userid-column", envvar=_env("userid_column"), help="Id column.")
@@ -237,29 +247,42 @@ def list_users(
     ] = "time",
     time_unit: Annotated[
         str,
-        typer.Option("--time-unit", envvar=_env("time_unit"),
-                     help="Unit of an integer time column: s, ms or us."),
+        typer.Option(
+            "--time-unit",
+            envvar=_env("time_unit"),
+            help="Unit of an integer time column: s, ms or us.",
+        ),
     ] = "s",
     window: Annotated[
         str,
-        typer.Option("--window", envvar=_env("window"),
-                     help="Length of the window, e.g. 5m, 1h, 1d."),
+        typer.Option(
+            "--window", envvar=_env("window"), help="Length of the window, e.g. 5m, 1h, 1d."
+        ),
     ] = "5m",
     lookback: Annotated[
         str,
-        typer.Option("--lookback", envvar=_env("lookback"),
-                     help="Widen the window backwards for late events, e.g. 2m."),
+        typer.Option(
+            "--lookback",
+            envvar=_env("lookback"),
+            help="Widen the window backwards for late events, e.g. 2m.",
+        ),
     ] = "0s",
     scheduled_time: ScheduledOpt = None,
     timezone: TimezoneOpt = None,
     fmt: Annotated[
         str,
-        typer.Option("--format", envvar=_env("list_users_format"), help="quoted ('a','b'), lines or json."),
+        typer.Option(
+            "--format", envvar=_env("list_users_format"), help="quoted ('a','b'), lines or json."
+        ),
     ] = "quoted",
     output: Annotated[
         str | None,
-        typer.Option("-o", "--output", envvar=_env("list_users_output"),
-                     help="Write the list to this file instead of stdout."),
+        typer.Option(
+            "-o",
+            "--output",
+            envvar=_env("list_users_output"),
+            help="Write the list to this file instead of stdout.",
+        ),
     ] = None,
     config_file: ConfigOpt = None,
 ) -> None:
@@ -325,11 +348,15 @@ def show_config(
             continue
         value = sub_ctx.params.get(param.name)
         source = sub_ctx.get_parameter_source(param.name)
-        origin = {
-            ParameterSource.COMMANDLINE: "flag",
-            ParameterSource.ENVIRONMENT: f"env {param.envvar}",
-            ParameterSource.DEFAULT_MAP: f"file {source_file}",
-        }.get(source, "default")  # type: ignore[call-overload]
+        origin = (
+            {
+                ParameterSource.COMMANDLINE: "flag",
+                ParameterSource.ENVIRONMENT: f"env {param.envvar}",
+                ParameterSource.DEFAULT_MAP: f"file {source_file}",
+            }.get(source, "default")
+            if source is not None
+            else "default"
+        )
         key = _key(param).replace("_", "-")
         if value is None:
             lines.append(f"# {key} = (not set)  # {origin}")
@@ -383,26 +410,38 @@ def _cell(name: str, value: Any) -> str:
 def rank_command(
     predictions: Annotated[
         str | None,
-        typer.Option("--predictions", envvar=_env("predictions"),
-                     help="The dataset mbp predict writes (DIR/dt=.../part-....parquet)."),
+        typer.Option(
+            "--predictions",
+            envvar=_env("predictions"),
+            help="The dataset mbp predict writes (DIR/dt=.../part-....parquet).",
+        ),
     ] = None,
     user_info: Annotated[
         str | None,
-        typer.Option("--user-info", envvar=_env("user_info"),
-                     help="Parquet file, directory or glob of user details, joined on the rowid."),
+        typer.Option(
+            "--user-info",
+            envvar=_env("user_info"),
+            help="Parquet file, directory or glob of user details, joined on the rowid.",
+        ),
     ] = None,
     rowid_column: Annotated[
         str, typer.Option("--rowid-column", envvar=_env("rowid_column"), help="Id column.")
     ] = "userid",
     columns: Annotated[
         str | None,
-        typer.Option("--columns", envvar=_env("columns"),
-                     help="User info columns to show, e.g. name,tel (default: all)."),
+        typer.Option(
+            "--columns",
+            envvar=_env("columns"),
+            help="User info columns to show, e.g. name,tel (default: all).",
+        ),
     ] = None,
     threshold: Annotated[
         float,
-        typer.Option("--threshold", envvar=_env("threshold"),
-                     help="Keep users whose latest score is at or above this."),
+        typer.Option(
+            "--threshold",
+            envvar=_env("threshold"),
+            help="Keep users whose latest score is at or above this.",
+        ),
     ] = 0.7,
     limit: Annotated[
         int,
@@ -410,20 +449,30 @@ def rank_command(
     ] = 100,
     since: Annotated[
         str | None,
-        typer.Option("--since", envvar=_env("since"),
-                     help="Only scores within this long of the NEWEST time in the dataset "
-                     "(not of now, so replayed history works), e.g. 1h; 0s = newest batch."),
+        typer.Option(
+            "--since",
+            envvar=_env("since"),
+            help="Only scores within this long of the NEWEST time in the dataset "
+            "(not of now, so replayed history works), e.g. 1h; 0s = newest batch.",
+        ),
     ] = None,
     fmt: Annotated[
         str | None,
-        typer.Option("--format", envvar=_env("rank_format"),
-                     help="table, csv, json, jsonl or parquet (default: the -o extension, "
-                     "else a table on a terminal and CSV in a pipe)."),
+        typer.Option(
+            "--format",
+            envvar=_env("rank_format"),
+            help="table, csv, json, jsonl or parquet (default: the -o extension, "
+            "else a table on a terminal and CSV in a pipe).",
+        ),
     ] = None,
     output: Annotated[
         str | None,
-        typer.Option("-o", "--output", envvar=_env("rank_output"),
-                     help="Write to this file (atomically) instead of stdout."),
+        typer.Option(
+            "-o",
+            "--output",
+            envvar=_env("rank_output"),
+            help="Write to this file (atomically) instead of stdout.",
+        ),
     ] = None,
     config_file: ConfigOpt = None,
 ) -> None:
@@ -539,92 +588,135 @@ def _predict_report(summary: dict[str, Any]) -> str:
 def predict_command(
     model: Annotated[
         str | None,
-        typer.Option("--model", envvar=_env("model"),
-                     help="An .onnx file, or a model NAME (or NAME@VERSION) in --models-dir."),
+        typer.Option(
+            "--model",
+            envvar=_env("model"),
+            help="An .onnx file, or a model NAME (or NAME@VERSION) in --models-dir.",
+        ),
     ] = None,
     models_dir: Annotated[
-        str, typer.Option("--models-dir", envvar=_env("models_dir"),
-                          help="Folder of NAME/VERSION.onnx models.")
+        str,
+        typer.Option(
+            "--models-dir", envvar=_env("models_dir"), help="Folder of NAME/VERSION.onnx models."
+        ),
     ] = "models",
     input: Annotated[
         str | None,
-        typer.Option("--input", envvar=_env("input"),
-                     help="Feature table: Parquet file, directory (recursive) or glob."),
+        typer.Option(
+            "--input",
+            envvar=_env("input"),
+            help="Feature table: Parquet file, directory (recursive) or glob.",
+        ),
     ] = None,
     output: Annotated[
         str | None,
-        typer.Option("--output", envvar=_env("predict_output"),
-                     help="Root folder of the output dataset (DIR/dt=.../part-....parquet)."),
+        typer.Option(
+            "--output",
+            envvar=_env("predict_output"),
+            help="Root folder of the output dataset (DIR/dt=.../part-....parquet).",
+        ),
     ] = None,
     rowid_column: Annotated[
         str, typer.Option("--rowid-column", envvar=_env("rowid_column"), help="Id column.")
     ] = "userid",
     rowid_filter: Annotated[
         str | None,
-        typer.Option("--rowid-filter", envvar=_env("rowid_filter"),
-                     help="Ids to score: 'a','b' or 1,2,3 or one per line; - reads stdin, "
-                     "@FILE a file (default: every row)."),
+        typer.Option(
+            "--rowid-filter",
+            envvar=_env("rowid_filter"),
+            help="Ids to score: 'a','b' or 1,2,3 or one per line; - reads stdin, "
+            "@FILE a file (default: every row).",
+        ),
     ] = None,
     features: Annotated[
         str | None,
-        typer.Option("--features", envvar=_env("features"),
-                     help="Columns of a single-tensor model's input, in order: a,b,c "
-                     "(default: the model's `features` metadata or its input names)."),
+        typer.Option(
+            "--features",
+            envvar=_env("features"),
+            help="Columns of a single-tensor model's input, in order: a,b,c "
+            "(default: the model's `features` metadata or its input names).",
+        ),
     ] = None,
     fill_null: Annotated[
         str | None,
-        typer.Option("--fill-null", envvar=_env("fill_null"),
-                     help="Fill nulls and NaN in features with this value (default: error)."),
+        typer.Option(
+            "--fill-null",
+            envvar=_env("fill_null"),
+            help="Fill nulls and NaN in features with this value (default: error).",
+        ),
     ] = None,
     score_output: Annotated[
         str | None,
-        typer.Option("--score-output", envvar=_env("score_output"),
-                     help="Model output to score from (default: the probabilities or the "
-                     "only float output)."),
+        typer.Option(
+            "--score-output",
+            envvar=_env("score_output"),
+            help="Model output to score from (default: the probabilities or the "
+            "only float output).",
+        ),
     ] = None,
     score_class: Annotated[
         str | None,
-        typer.Option("--score-class", envvar=_env("score_class"),
-                     help="Class to score: a label, or a column index of a probability "
-                     "tensor (default: label 1/true, else the last)."),
+        typer.Option(
+            "--score-class",
+            envvar=_env("score_class"),
+            help="Class to score: a label, or a column index of a probability "
+            "tensor (default: label 1/true, else the last).",
+        ),
     ] = None,
     keep_columns: Annotated[
         str | None,
-        typer.Option("--keep-columns", envvar=_env("keep_columns"),
-                     help="Input columns to copy to the output, e.g. region,segment."),
+        typer.Option(
+            "--keep-columns",
+            envvar=_env("keep_columns"),
+            help="Input columns to copy to the output, e.g. region,segment.",
+        ),
     ] = None,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", envvar=_env("batch_size"),
-                          help="Rows per batch; bounds memory.")
+        int,
+        typer.Option(
+            "--batch-size", envvar=_env("batch_size"), help="Rows per batch; bounds memory."
+        ),
     ] = 65_536,
     output_mode: Annotated[
         str,
-        typer.Option("--output-mode", envvar=_env("output_mode"),
-                     help="append (re-running a batch replaces its file) or overwrite "
-                     "(the dataset holds this batch only)."),
+        typer.Option(
+            "--output-mode",
+            envvar=_env("output_mode"),
+            help="append (re-running a batch replaces its file) or overwrite "
+            "(the dataset holds this batch only).",
+        ),
     ] = "append",
     lock_timeout: Annotated[
         float,
-        typer.Option("--lock-timeout", envvar=_env("lock_timeout"),
-                     help="Seconds to wait for another run's lock before exiting 75."),
+        typer.Option(
+            "--lock-timeout",
+            envvar=_env("lock_timeout"),
+            help="Seconds to wait for another run's lock before exiting 75.",
+        ),
     ] = 0.0,
     scheduled_time: ScheduledOpt = None,
     interval: Annotated[
         str,
-        typer.Option("--interval", envvar=_env("interval"),
-                     help="Batch interval the default scheduled time is floored to, e.g. 5m."),
+        typer.Option(
+            "--interval",
+            envvar=_env("interval"),
+            help="Batch interval the default scheduled time is floored to, e.g. 5m.",
+        ),
     ] = "5m",
     timezone: TimezoneOpt = None,
     dry_run: Annotated[
         bool,
-        typer.Option("--dry-run", envvar=_env("dry_run"),
-                     help="Report matches, feature mapping, output file and query plan; "
-                     "write nothing."),
+        typer.Option(
+            "--dry-run",
+            envvar=_env("dry_run"),
+            help="Report matches, feature mapping, output file and query plan; write nothing.",
+        ),
     ] = False,
     as_json: Annotated[
         bool,
-        typer.Option("--json", envvar=_env("predict_json"),
-                     help="Print the summary as JSON on stdout."),
+        typer.Option(
+            "--json", envvar=_env("predict_json"), help="Print the summary as JSON on stdout."
+        ),
     ] = False,
     quiet: Annotated[
         bool, typer.Option("-q", "--quiet", envvar=_env("quiet"), help="No summary on stderr.")

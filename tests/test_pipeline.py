@@ -70,7 +70,8 @@ def expected_scores(ids: list[str]) -> dict[str, float]:
     ).fetchnumpy()
     x = np.column_stack([table[c] for c in features]).astype(np.float32)
     probabilities = session.run(["probabilities"], {session.get_inputs()[0].name: x})[0]
-    return dict(zip(table["userid"].tolist(), probabilities[:, 1].astype(float).tolist()))
+    scores = probabilities[:, 1].astype(float).tolist()
+    return dict(zip(table["userid"].tolist(), scores, strict=True))
 
 
 def written(dataset: Path) -> dict[str, float]:
@@ -134,7 +135,8 @@ def test_twenty_thousand_ids_through_stdin(sample: Path) -> None:
     ids_text = ",".join(f"'{i}'" for i in ids) + ",'nobody'"
     assert len(ids_text) > 128 * 1024  # more than one shell argument may hold
     run = sh(
-        f"{PREDICT.replace(' -q', '')} --scheduled-time 1997-10-02T00:00:00 --rowid-filter - --json",
+        f"{PREDICT.replace(' -q', '')} --scheduled-time 1997-10-02T00:00:00 "
+        "--rowid-filter - --json",
         cwd=sample,
         stdin=ids_text,
     )
