@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mbp.errors import RuntimeFailure, UsageError
-from mbp.sources import first_line
+from mbp.sources import INTEGER_TYPES, first_line
 
 # ONNX tensor element types mbp can feed, and what a table column must be to feed them.
 _NUMPY = {
@@ -27,24 +27,12 @@ _NUMPY = {
     "tensor(bool)": np.bool_,
     "tensor(string)": np.object_,
 }
-_INTEGER = {
-    "TINYINT",
-    "SMALLINT",
-    "INTEGER",
-    "BIGINT",
-    "HUGEINT",
-    "UTINYINT",
-    "USMALLINT",
-    "UINTEGER",
-    "UBIGINT",
-    "UHUGEINT",
-}
 _FLOATING = {"FLOAT", "DOUBLE"}
 _ACCEPTS = {
-    np.float32: _INTEGER | _FLOATING | {"BOOLEAN", "DECIMAL"},
-    np.float64: _INTEGER | _FLOATING | {"BOOLEAN", "DECIMAL"},
-    np.int64: _INTEGER | {"BOOLEAN"},
-    np.int32: _INTEGER | {"BOOLEAN"},
+    np.float32: INTEGER_TYPES | _FLOATING | {"BOOLEAN", "DECIMAL"},
+    np.float64: INTEGER_TYPES | _FLOATING | {"BOOLEAN", "DECIMAL"},
+    np.int64: INTEGER_TYPES | {"BOOLEAN"},
+    np.int32: INTEGER_TYPES | {"BOOLEAN"},
     np.bool_: {"BOOLEAN"},
     np.object_: {"VARCHAR"},
 }

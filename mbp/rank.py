@@ -22,25 +22,13 @@ import pyarrow.parquet as pq
 
 from mbp import sources
 from mbp.errors import RuntimeFailure, UsageError
-from mbp.sources import describe, first_line, ident, require_column
+from mbp.sources import INTEGER_TYPES, describe, first_line, ident, require_column
 
 FORMATS = ("table", "csv", "json", "jsonl", "parquet")
 EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
 _SCORE_COLUMNS = ("score", "time", "model", "model_version")
-_INTEGER_TYPES = {
-    "TINYINT",
-    "SMALLINT",
-    "INTEGER",
-    "BIGINT",
-    "HUGEINT",
-    "UTINYINT",
-    "USMALLINT",
-    "UINTEGER",
-    "UBIGINT",
-    "UHUGEINT",
-}
-_NUMERIC_TYPES = _INTEGER_TYPES | {"FLOAT", "DOUBLE"}
-_KEY_TYPES = _INTEGER_TYPES | {"VARCHAR", "UUID"}
+_NUMERIC_TYPES = INTEGER_TYPES | {"FLOAT", "DOUBLE"}
+_KEY_TYPES = INTEGER_TYPES | {"VARCHAR", "UUID"}
 # DuckDB's virtual column: the position of a row's file in the (sorted) file list. An
 # integer, where the file name as a string per row made the "latest" sort twice as
 # costly over a month of batches. A real column of that name would shadow it and only
@@ -96,7 +84,7 @@ def _prediction_columns(columns: dict[str, str], rowid_column: str) -> str:
             )
     if not _is_numeric(columns["score"]):
         raise UsageError(f"the predictions' score column has type {columns['score']}, not a number")
-    if columns["time"] not in _INTEGER_TYPES:
+    if columns["time"] not in INTEGER_TYPES:
         raise UsageError(
             f"the predictions' time column has type {columns['time']}, "
             "not integer epoch seconds as mbp predict writes"

@@ -9,29 +9,25 @@ import duckdb
 
 from mbp.errors import RuntimeFailure, UsageError
 from mbp.rowids import format_quoted
-from mbp.sources import describe, first_line, ident, parquet_files, require_column, scan_sql
+from mbp.sources import (
+    INTEGER_TYPES,
+    describe,
+    first_line,
+    ident,
+    parquet_files,
+    require_column,
+    scan_sql,
+)
 from mbp.timewindow import Window
 
-_INTEGER_TYPES = {
-    "TINYINT",
-    "SMALLINT",
-    "INTEGER",
-    "BIGINT",
-    "HUGEINT",
-    "UTINYINT",
-    "USMALLINT",
-    "UINTEGER",
-    "UBIGINT",
-    "UHUGEINT",
-}
 _TIME_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000}
-_ID_TYPES = _INTEGER_TYPES | {"VARCHAR"}
+_ID_TYPES = INTEGER_TYPES | {"VARCHAR"}
 
 
 def _bounds(col_type: str, window: Window, unit: str, tz: tzinfo) -> tuple[object, object]:
     """The window's bounds in the time column's own type, so the filter is pushed
     into the Parquet scan and compared with row-group statistics."""
-    if col_type in _INTEGER_TYPES:
+    if col_type in INTEGER_TYPES:
         scale = _TIME_UNITS[unit]
         return window.start_epoch * scale, window.end_epoch * scale
     if col_type.startswith("TIMESTAMP WITH TIME ZONE"):

@@ -11,6 +11,12 @@ import duckdb
 
 from mbp.errors import RuntimeFailure, UsageError
 
+# DuckDB's integer types, as DESCRIBE names them.
+INTEGER_TYPES = frozenset(
+    {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT"}
+    | {"UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
+)
+
 
 def _visible(path: Path) -> bool:
     # Writers keep in-progress files under names starting with '.' or '_'
