@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mbp.errors import RuntimeFailure, UsageError
 from mbp.sources import INTEGER_TYPES, first_line
@@ -386,7 +385,7 @@ class Scorer:
             col = batch.column(name)
             if col.null_count:
                 if feed.input not in self.fill:
-                    self._fail(batch, name, pc.index(pc.is_null(col), True).as_py(), "a null")
+                    self._fail(batch, name, col.is_null().index(True).as_py(), "a null")
                 col = _filled(col, self.fill[feed.input], feed.dtype)
             if pa.types.is_decimal(col.type):
                 col = col.cast(pa.float64())
@@ -465,4 +464,4 @@ def _filled(col: pa.Array, value: Any, dtype: type) -> pa.Array:
         col = col.cast(pa.float64())
     elif dtype in (np.int64, np.int32):
         col = col.cast(pa.int64())
-    return pc.fill_null(col, value)
+    return col.fill_null(value)

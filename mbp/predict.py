@@ -169,6 +169,16 @@ def _stream(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
         raise RuntimeFailure(f"cannot read the input files: {first_line(exc)}") from exc
 
 
+def _distinct(con: duckdb.DuckDBPyConnection, values: pa.ChunkedArray) -> int:
+    """The number of distinct values, counted by DuckDB (pyarrow.compute costs 35 ms to import)."""
+    con.register("mbp_matched", pa.table({"id": values}))
+    try:
+        ((count,),) = con.execute("SELECT count(DISTINCT id) FROM mbp_matched").fetchall()
+    finally:
+        con.unregister("mbp_matched")
+    return int(count)
+
+
 def _total_rows(con: duckdb.DuckDBPyConnection, files: list[str]) -> int:
     ((total,),) = con.execute(
         "SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata($files)", {"files": files}
@@ -326,7 +336,7 @@ def _score_and_write(
         writing += time.perf_counter() - t
     summary["rows_matched"] = rows
     if filtered:
-        found = len(pa.chunked_array(matched, p.schema.field(0).type).unique()) if matched else 0
+        found = _distinct(con, pa.chunked_array(matched, p.schema.field(0).type))
         summary["ids_without_row"] = summary["ids_given"] - found
     summary["output"] = str(p.target)
     summary["seconds"]["scan_score"] = round(time.perf_counter() - started - writing, 3)
