@@ -47,10 +47,12 @@ class Ranking:
     warnings: list[str] = field(default_factory=list)
 
 
-def _scan(param: str, union: bool = True) -> str:
-    # sources.scan_sql plus the row number that, after file_index, breaks ties in "latest".
-    by_name = "union_by_name = true, " if union else ""
-    return f"read_parquet({param}, hive_partitioning = true, {by_name}file_row_number = true)"
+def _scan(param: str, union: bool = True, hive: bool = False, row_number: bool = False) -> str:
+    # The predictions are read without hive partitioning: rank needs no `dt` column, and
+    # parsing the folder names of a month of batches costs 0.1 s.
+    by_name = ", union_by_name = true" if union else ""
+    numbered = ", file_row_number = true" if row_number else ""
+    return f"read_parquet({param}, hive_partitioning = {str(hive).lower()}{by_name}{numbered})"
 
 
 def _prediction_files(predictions: str) -> list[str]:
@@ -122,7 +124,9 @@ def _info_columns(
 
 def _newest_time(con: duckdb.DuckDBPyConnection, files: list[str], time_col: str) -> int | None:
     # max() over a plain scan is answered from the Parquet footers' statistics.
-    rows = con.execute(f"SELECT max({time_col}) FROM {sources.scan_sql()}", {"files": files})
+    rows = con.execute(
+        f"SELECT max({time_col}) FROM {sources.scan_sql(hive=False)}", {"files": files}
+    )
     value: int | None = rows.fetchall()[0][0]
     return value
 
@@ -135,6 +139,7 @@ class _Settings:
     threshold: float
     limit: int
     since: int | None
+    own_connection: bool = True
     info_files: list[str] | None = None
     info_types: dict[str, str] = field(default_factory=dict)
     shown: list[str] = field(default_factory=list)
@@ -166,16 +171,16 @@ def _query(
         model = version = "NULL::VARCHAR"
         source = (
             f"(SELECT NULL::{rowid_type} AS {rid}, NULL::DOUBLE AS {score}, "
-            f"NULL::BIGINT AS {time}, NULL::UBIGINT AS {_FILE_COL}, "
-            "NULL::BIGINT AS file_row_number) WHERE false"
+            f"NULL::BIGINT AS {time}, NULL::UBIGINT AS {_FILE_COL}) WHERE false"
         )
-    # Latest first, then the threshold: an old high score never stands in for a
-    # newer low one. Equal times go to the later batch file, then the later row.
+    # Latest first, then the threshold: an old high score never stands in for a newer
+    # low one. Equal times go to the later batch file; a user twice in one file (the input
+    # had the rowid twice) gets the higher score, whatever the order of the rows.
     latest = (
         f"SELECT {rid} AS __rowid, {score} AS __score, {time} AS __time, "
         f"{model} AS __model, {version} AS __version FROM {source} "
         f"QUALIFY row_number() OVER (PARTITION BY {rid} "
-        f"ORDER BY {time} DESC, {_FILE_COL} DESC, file_row_number DESC) = 1"
+        f"ORDER BY {time} DESC, {_FILE_COL} DESC, {score} DESC) = 1"
     )
     select = [
         f"s.__rowid AS {rid}",
@@ -192,7 +197,7 @@ def _query(
         # One row per user: the first in file order; duplicates are counted for a warning.
         info = (
             f"SELECT {key} AS __key{cols}, count(*) OVER (PARTITION BY {key}) AS __copies "
-            f"FROM {_scan('$info_files')} WHERE {key} IS NOT NULL "
+            f"FROM {_scan('$info_files', hive=True, row_number=True)} WHERE {key} IS NOT NULL "
             f"QUALIFY row_number() OVER (PARTITION BY {key} "
             f"ORDER BY {_FILE_COL}, file_row_number) = 1"
         )
@@ -231,13 +236,9 @@ def rank(
         raise UsageError("--since must not be negative")
     if columns is not None and user_info is None:
         raise UsageError("--columns picks user info columns; give --user-info too")
-    if con is None:
-        con = duckdb.connect()
-        # describe() and the query's union_by_name both read every file's footer; with
-        # the cache the query reuses them instead of opening all the files again.
-        con.execute("SET parquet_metadata_cache = true")
     warnings: list[str] = []
-    q = _Settings(rowid_column, threshold, limit, since)
+    q = _Settings(rowid_column, threshold, limit, since, own_connection=con is None)
+    con = con or duckdb.connect()
     if user_info is not None:
         q.info_files = sources.parquet_files(user_info, "user info")
         q.info_types = describe(con, q.info_files, "user info")
@@ -265,7 +266,7 @@ def _read_same_schema(
     name in the others. None when a file lacks one of them or the types clash; the caller
     then unifies the schemas and checks them."""
     try:
-        first = describe(con, files[:1], "predictions")
+        first = describe(con, files[:1], "predictions", hive=False)
     except RuntimeFailure:
         return None  # unreadable or gone: the full path reports it, or lists again
     if not all(c in first for c in (q.rowid_column, *_SCORE_COLUMNS)):
@@ -290,7 +291,12 @@ def _read(con: duckdb.DuckDBPyConnection, predictions: str, q: _Settings) -> pa.
             return same
         try:
             if files:
-                pred_cols = describe(con, files, "predictions")
+                if q.own_connection:
+                    # describe() and the query's union_by_name both read every file's
+                    # footer; with the cache the query reuses them. Only here: in the
+                    # common case, one schema, the cache costs more than it saves.
+                    con.execute("SET parquet_metadata_cache = true")
+                pred_cols = describe(con, files, "predictions", hive=False)
                 rowid_type = _prediction_columns(pred_cols, q.rowid_column)
             else:
                 pred_cols = {}

@@ -67,14 +67,12 @@ def expected(
     columns: list[str] | None = None,
     since: int | None = None,
 ) -> list[dict]:
-    """The ranking by hand: every batch in path order numbered row by row, the latest
-    score per user by arg_max over (time, sequence), then threshold, join, order, limit."""
+    """The ranking by hand: every batch numbered in path order, the latest score per user
+    by arg_max over (time, batch, score), then threshold, join, order, limit."""
     parts = []
-    seq = 0
-    for path in sorted(history.files, key=str):
+    for seq, path in enumerate(sorted(history.files, key=str)):
         t = pq.read_table(path)
-        parts.append(t.append_column("seq", pa.array(range(seq, seq + t.num_rows), pa.int64())))
-        seq += t.num_rows
+        parts.append(t.append_column("seq", pa.array([seq] * t.num_rows, pa.int64())))
     hist = pa.concat_tables(parts)
     con = duckdb.connect()
     con.register("hist", hist)
@@ -83,10 +81,10 @@ def expected(
     rows = con.execute(
         """
         SELECT userid,
-               arg_max(score, time * 1000000 + seq) AS score,
+               arg_max(score, (time, seq, score)) AS score,
                max(time) AS time,
-               arg_max(model, time * 1000000 + seq) AS model,
-               arg_max(model_version, time * 1000000 + seq) AS model_version
+               arg_max(model, (time, seq, score)) AS model,
+               arg_max(model_version, (time, seq, score)) AS model_version
         FROM hist WHERE time >= ? GROUP BY userid
         """,
         [lower],
@@ -189,10 +187,13 @@ def test_equal_times_go_to_the_later_batch_file(mbp, history):
     assert_csv(mbp("rank", "--predictions", str(history.root))[1], expected(history))
 
 
-def test_equal_times_in_one_file_go_to_the_later_row(mbp, history):
-    history.batch(T0, [("a", 0.95), ("a", 0.8)])
+@pytest.mark.parametrize("scores", [(0.95, 0.8), (0.8, 0.95)])
+def test_a_user_twice_in_one_file_gets_the_higher_score(mbp, history, scores):
+    history.batch(T0 - 300, [("a", 0.99)])
+    history.batch(T0, [("a", scores[0]), ("b", 0.75), ("a", scores[1])])
     rows = run_csv(mbp, "--predictions", str(history.root))
-    assert [(r["userid"], float(r["score"])) for r in rows] == [("a", 0.8)]
+    assert [(r["userid"], float(r["score"])) for r in rows] == [("a", 0.95), ("b", 0.75)]
+    assert_csv(mbp("rank", "--predictions", str(history.root))[1], expected(history))
 
 
 def test_equal_scores_order_by_rowid(mbp, history):
