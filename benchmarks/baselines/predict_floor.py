@@ -7,14 +7,26 @@ streams the whole table in batches (the nightly pattern), one row group per batc
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-import duckdb
-import numpy as np
-import onnxruntime as ort
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+class _WithoutPandas:
+    # pyarrow imports pandas, when installed, on the first array it builds (0.2 s): not
+    # essential work, and mbp's command blocks it the same way.
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(name)
+
+
+sys.meta_path.insert(0, _WithoutPandas())
+
+import duckdb  # noqa: E402
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--model", required=True)
