@@ -358,6 +358,7 @@ def list_users(
 
     Example:
 
+    \b
         mbp list-users --sessions sessions.parquet --window 5m --timezone UTC
     """
     from mbp import sessions as core
@@ -400,6 +401,7 @@ def show_config(
 
     Example:
 
+    \b
         MBP_TIMEZONE=UTC mbp config predict --config sample_data/mbp.toml --dry-run
     """
     root = ctx.find_root()
@@ -552,6 +554,7 @@ def rank_command(
 
     Example:
 
+    \b
         mbp rank --predictions predictions --user-info user_info.parquet --limit 20
     """
     from mbp import rank as core
@@ -647,6 +650,8 @@ def _predict_report(summary: dict[str, Any]) -> str:
         lines.append(f"  query: {summary['query']}")
         lines.extend(f"  scan: {line}" for line in summary["plan"])
         return "\n".join(lines)
+    if summary["output"] is None:
+        return f"mbp predict: {ids}; no input row matched; nothing written\n  {model}; {timing}"
     return (
         f"mbp predict: {ids}; {matched}; {summary['rows_written']:,} rows written to "
         f"{summary['output']}\n  {model}; {timing}"

@@ -223,7 +223,7 @@ def run(
     """Score the rows whose rowid is in `ids` (every row when None) and write the batch.
 
     Returns the summary: ids given, rows matched, ids with no input row, rows written,
-    the output file and seconds per stage.
+    the output file (None when no row matched: then nothing is written) and seconds per stage.
     """
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
@@ -331,14 +331,17 @@ def _score_and_write(
                     progress(rows, max(total, rows))
         except duckdb.Error as exc:
             raise RuntimeFailure(f"cannot read the input files: {first_line(exc)}") from exc
-        t = time.perf_counter()
-        summary["rows_written"] = writer.commit()
-        writing += time.perf_counter() - t
+        # No row matched: write nothing, as for an empty filter. A retry whose ids match
+        # nothing must not replace a good earlier file of this batch with an empty one.
+        if rows:
+            t = time.perf_counter()
+            summary["rows_written"] = writer.commit()
+            writing += time.perf_counter() - t
     summary["rows_matched"] = rows
     if filtered:
         found = _distinct(con, pa.chunked_array(matched, p.schema.field(0).type))
         summary["ids_without_row"] = summary["ids_given"] - found
-    summary["output"] = str(p.target)
+    summary["output"] = str(p.target) if rows else None
     summary["seconds"]["scan_score"] = round(time.perf_counter() - started - writing, 3)
     summary["seconds"]["write"] = round(writing, 3)
 

@@ -289,7 +289,7 @@ def test_empty_filter_writes_nothing(mbp, models, features, tmp_path):
     assert not out.exists()
 
 
-def test_ids_that_match_nothing_write_an_empty_batch(mbp, models, features, tmp_path):
+def test_ids_that_match_nothing_write_nothing(mbp, models, features, tmp_path):
     out = tmp_path / "out"
     code, stdout, stderr = predict(
         mbp, models["tensor"], features, out, "--rowid-filter", "'nobody'", "--json"
@@ -301,7 +301,25 @@ def test_ids_that_match_nothing_write_an_empty_batch(mbp, models, features, tmp_
         1,
         0,
     )
-    assert pq.read_table(out / BATCH_FILE).num_rows == 0
+    assert summary["output"] is None
+    assert not out.exists()  # not even the dataset folder
+    code, stdout, stderr = predict(mbp, models["tensor"], features, out, "--rowid-filter", "zz")
+    assert (code, stdout) == (0, "")
+    assert "no input row matched; nothing written" in stderr
+
+
+@pytest.mark.parametrize("mode", ["append", "overwrite"])
+def test_a_rerun_that_matches_nothing_keeps_the_batch(mbp, models, features, tmp_path, mode):
+    out = tmp_path / "out"
+    code, _, stderr = predict(mbp, models["tensor"], features, out, "--rowid-filter", "'u00001'")
+    assert code == 0, stderr
+    before = (out / BATCH_FILE).read_bytes()
+    code, _, stderr = predict(
+        mbp, models["tensor"], features, out, "--rowid-filter", "'nobody'", "--output-mode", mode
+    )
+    assert code == 0, stderr
+    assert (out / BATCH_FILE).read_bytes() == before
+    assert pq.read_table(out / BATCH_FILE)["userid"].to_pylist() == ["u00001"]
 
 
 def test_summary_on_stderr_and_quiet(mbp, models, features, tmp_path):
