@@ -11,7 +11,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from models import build, table
 
 END = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
@@ -149,3 +148,20 @@ def test_version_imports_no_data_library() -> None:
     modules = imported(["--version"])
     for heavy in ("duckdb", "pyarrow", "onnxruntime", "numpy", "pydantic"):
         assert heavy not in modules, heavy
+
+
+@pytest.mark.parametrize("command", ["list-users", "predict", "rank", "config"])
+def test_help_examples_are_shown_whole(mbp, command) -> None:
+    """An example folded at the terminal width (`--dry-` / `run`) breaks when pasted."""
+    from mbp.cli import app
+
+    (callback,) = [c.callback for c in app.registered_commands if c.name == command]
+    doc = callback.__doc__ or ""
+    example = [ln.strip() for ln in doc.split("Example:")[1].splitlines() if ln.strip()]
+    example = [ln for ln in example if ln != "\b"]  # click's no-rewrap marker
+    assert example and example[0].startswith(("mbp ", "MBP_"))
+    code, out, err = mbp(command, "--help", env={"COLUMNS": "60"})
+    assert (code, err) == (0, "")
+    shown = [ln.strip() for ln in out.splitlines()]
+    for line in example:
+        assert line in shown, line
