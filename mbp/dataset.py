@@ -130,7 +130,7 @@ def _restore(real: Path) -> bool:
     """
     for old in _siblings(real, "old"):
         try:
-            fd: int | None = os.open(old / LOCK_NAME, os.O_RDWR | os.O_CLOEXEC)
+            fd: int | None = os.open(old / LOCK_NAME, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
         except FileNotFoundError:
             fd = None
         try:
@@ -198,9 +198,16 @@ class DatasetLock:
         _makedirs(self._real, self._made)
         path = self._real / LOCK_NAME
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
         except FileNotFoundError:
             return None  # a releasing holder removed the root it had created
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            # Following it would truncate whatever it points at, as root from cron.
+            raise UsageError(
+                f"the lock file {path} is a symbolic link; remove it (mbp makes its own)"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -248,21 +255,26 @@ class DatasetLock:
         _removedirs(self._made)
 
 
+_OWN_TEMP = re.compile(r"\..+\.parquet\.\d+\.tmp")
+
+
 def _foreign(root: Path) -> Path | None:
-    """The first thing in `root` that is not part of a dataset: a file or folder other than
-    `dt=...` folders of Parquet files (hidden names are mbp's own lock and leftovers)."""
+    """The first thing in `root` that is not part of a dataset: anything but `dt=...`
+    folders of Parquet files, mbp's lock and its temporary files. Hidden names count too:
+    a folder of only `.git` or `.ssh` is not a dataset."""
     try:
         top = sorted(os.scandir(root), key=lambda e: e.name)
     except FileNotFoundError:
         return None
     for entry in top:
-        if entry.name.startswith("."):
+        if entry.name == LOCK_NAME and entry.is_file(follow_symlinks=False):
             continue
         if not (entry.name.startswith("dt=") and entry.is_dir(follow_symlinks=False)):
             return Path(entry.path)
         for inner in sorted(os.scandir(entry.path), key=lambda e: e.name):
-            plain = inner.name.endswith(".parquet") and inner.is_file(follow_symlinks=False)
-            if not (plain or inner.name.startswith(".")):
+            if not inner.is_file(follow_symlinks=False):
+                return Path(inner.path)
+            if not (inner.name.endswith(".parquet") or _OWN_TEMP.fullmatch(inner.name)):
                 return Path(inner.path)
     return None
 
@@ -344,6 +356,13 @@ class BatchWriter:
             if self._staging is not None:
                 # The swap deletes everything in root: refuse when that is more than batches,
                 # as with `--output .` in a project folder.
+                cwd = Path(os.path.realpath(os.getcwd()))
+                if cwd == self._real or self._real in cwd.parents:
+                    raise UsageError(
+                        f"--output {self.root} is the working folder or holds it; "
+                        "--output-mode overwrite would replace it under this process: "
+                        "point --output at a dataset folder below it"
+                    )
                 foreign = _foreign(self._real)
                 if foreign is not None:
                     name = foreign.relative_to(self._real).as_posix()
@@ -393,7 +412,8 @@ class BatchWriter:
         holder = _held.get(str(self._real))
         # The new tree carries its own lock file, held by us before anyone can see it, so
         # nobody takes the dataset between the swap and the removal of the old tree.
-        self._lock_fd = os.open(staging / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        self._lock_fd = os.open(staging / LOCK_NAME, flags, 0o666)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         _claim(self._lock_fd, holder.since if holder else datetime.now().astimezone().isoformat())
         if self._real.is_dir():

@@ -159,6 +159,12 @@ def window(end: datetime, length: int, lookback: int, tz: tzinfo) -> Window:
 
 
 def batch_name(instant: datetime, tz: tzinfo) -> tuple[str, str]:
-    """(`YYYY-MM-DD`, `YYYYMMDDTHHMMSS`) of `instant` on the wall clock of `tz`."""
+    """(`YYYY-MM-DD`, `YYYYMMDDTHHMMSS`) of `instant` on the wall clock of `tz`.
+
+    A wall time that happens twice (the hour repeated when clocks go back) gets its UTC
+    offset, `20261025T023000+0200` and `...+0100`, so the two batches keep two files."""
     local = _local(instant, tz)
-    return local.strftime("%Y-%m-%d"), local.strftime("%Y%m%dT%H%M%S")
+    stamp = local.strftime("%Y%m%dT%H%M%S")
+    if local.replace(fold=1 - local.fold).utcoffset() != local.utcoffset():
+        stamp += local.strftime("%z")
+    return local.strftime("%Y-%m-%d"), stamp

@@ -109,11 +109,48 @@ HOLD = """
             "America/New_York",
             "dt=2026-12-03/part-20261203T220000.parquet",
         ),
+        # Clocks go back at 03:00 CEST on 25 October 2026: 02:30 happens twice, so both
+        # passes carry their offset; the hour after is plain again.
+        (
+            "2026-10-25T00:30:00+00:00",
+            "Europe/Berlin",
+            "dt=2026-10-25/part-20261025T023000+0200.parquet",
+        ),
+        (
+            "2026-10-25T01:30:00+00:00",
+            "Europe/Berlin",
+            "dt=2026-10-25/part-20261025T023000+0100.parquet",
+        ),
+        (
+            "2026-10-25T02:30:00+00:00",
+            "Europe/Berlin",
+            "dt=2026-10-25/part-20261025T033000.parquet",
+        ),
+        # Spring forward (29 March 2026, 02:00 CET -> 03:00 CEST): no wall time repeats.
+        (
+            "2026-03-29T01:00:00+00:00",
+            "Europe/Berlin",
+            "dt=2026-03-29/part-20260329T030000.parquet",
+        ),
     ],
 )
 def test_batch_path_uses_the_local_date_and_time(instant: str, zone: str, path: str) -> None:
     root = Path("/data/scores")
     assert batch_path(root, datetime.fromisoformat(instant), ZoneInfo(zone)) == root / path
+
+
+def test_both_passes_of_a_repeated_hour_keep_their_batches(tmp_path: Path) -> None:
+    root, berlin = tmp_path / "scores", ZoneInfo("Europe/Berlin")
+    first, second = table(["a"], 0.1, when=1), table(["b"], 0.2, when=2)
+    for instant, rows in (
+        ("2026-10-25T00:30:00+00:00", first),
+        ("2026-10-25T01:30:00+00:00", second),
+    ):
+        target = batch_path(root, datetime.fromisoformat(instant), berlin)
+        with DatasetLock(root), BatchWriter(root, target, SCHEMA) as writer:
+            writer.write(rows)
+            writer.commit()
+    assert read_back(root) == sorted(expected(first, "2026-10-25") + expected(second, "2026-10-25"))
 
 
 def test_written_batch_reads_back_with_duckdb(tmp_path: Path) -> None:
@@ -365,6 +402,50 @@ def test_stale_leftovers_are_removed_at_the_next_lock(tmp_path: Path) -> None:
         "scores/dt=2026-12-03/part-20261203T100000.parquet",
     ]
     assert read_back(root) == expected(kept, "2026-12-03")
+
+
+@pytest.mark.parametrize("hidden", [".git/config", ".ssh/id_rsa", ".bashrc", "dt=x/.notes"])
+def test_overwrite_refuses_a_folder_with_hidden_files_that_are_not_its_own(
+    tmp_path: Path, hidden: str
+) -> None:
+    root = tmp_path / "home"
+    (root / hidden).parent.mkdir(parents=True, exist_ok=True)
+    (root / hidden).write_text("precious")
+    before = snapshot(tmp_path)
+    with pytest.raises(UsageError, match=r"not part of an mbp dataset"):
+        write_batch(root, "2026-12-03T10:05:00", table(["x"], 0.9), mode="overwrite")
+    assert snapshot(tmp_path) == before
+
+
+def test_overwrite_accepts_its_own_lock_and_leftovers(tmp_path: Path) -> None:
+    root = tmp_path / "scores"
+    write_batch(root, "2026-12-03T10:00:00", table(["a"], 0.1))
+    (root / "dt=2026-12-03" / ".part-20261203T100500.parquet.4242.tmp").write_bytes(b"junk")
+    new = table(["x"], 0.9)
+    write_batch(root, "2026-12-03T10:05:00", new, mode="overwrite")
+    assert read_back(root) == expected(new, "2026-12-03")
+
+
+def test_overwrite_refuses_the_working_folder(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "scores"
+    write_batch(root, "2026-12-03T10:00:00", table(["a"], 0.1))
+    (root / "dt=2026-12-03" / "inner").mkdir()
+    for cwd in (root, root / "dt=2026-12-03" / "inner"):
+        monkeypatch.chdir(cwd)
+        with pytest.raises(UsageError, match="working folder"):
+            write_batch(root, "2026-12-03T10:05:00", table(["x"], 0.9), mode="overwrite")
+    assert read_back(root) == expected(table(["a"], 0.1), "2026-12-03")
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused_and_its_target_kept(tmp_path: Path) -> None:
+    root, victim = tmp_path / "scores", tmp_path / "victim.txt"
+    root.mkdir()
+    victim.write_text("keep me")
+    (root / dataset.LOCK_NAME).symlink_to(victim)
+    with pytest.raises(UsageError, match="is a symbolic link"):
+        write_batch(root, "2026-12-03T10:05:00", table(["x"], 0.9))
+    assert victim.read_text() == "keep me"
+    assert not list(root.rglob("*.parquet"))
 
 
 def test_output_path_that_is_a_file(tmp_path: Path) -> None:
