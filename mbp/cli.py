@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -270,28 +269,20 @@ def _required(value: str | None, option: str) -> str:
 
 
 def write_text(text: str, output: str | None) -> None:
-    """Text to stdout, or atomically to a file (temporary name, then rename)."""
+    """Text to stdout, or to a file, whole or not at all (see mbp.output)."""
     if output is None or output == "-":
+        if sys.stdout is None:  # started with stdout closed (`>&-`)
+            raise RuntimeFailure("standard output is closed; redirect it or give -o FILE")
         try:
             sys.stdout.write(text)
             sys.stdout.flush()
         except OSError as exc:  # a full disk behind a redirection
             raise RuntimeFailure(f"cannot write to standard output: {exc.strerror}") from exc
         return
-    target = Path(output)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise UsageError(f"cannot write {output!r}: {exc.strerror}; check the folder") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from mbp.output import write_file
+
+    data = text.encode("utf-8")
+    write_file(output, lambda f: f.write(data))
 
 
 # --- list-users ----------------------------------------------------------------------
@@ -859,8 +850,22 @@ class _WithoutPandas:
         return None
 
 
+def _standard_streams() -> None:
+    """Started with stdin, stdout or stderr closed (`2>&-`): put /dev/null on the descriptor,
+    so no file mbp opens lands on it and gets a library's log lines; messages meant for a
+    closed stderr are dropped, data meant for a closed stdout is an error (write_text)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+
+
 def main() -> None:
     """Console-script entry point."""
+    _standard_streams()
     sys.meta_path.insert(0, _WithoutPandas())
     # Die quietly on a closed pipe (`mbp rank | head`), like any Unix filter.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)

@@ -9,7 +9,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +21,7 @@ import pyarrow.parquet as pq
 
 from mbp import sources
 from mbp.errors import RuntimeFailure, UsageError
+from mbp.output import write_file
 from mbp.sources import INTEGER_TYPES, describe, first_line, ident, require_column
 
 FORMATS = ("table", "csv", "json", "jsonl", "parquet")
@@ -381,18 +381,5 @@ def to_text(table: pa.Table, fmt: str) -> str:
 
 
 def write_parquet(table: pa.Table, output: str) -> None:
-    """The table as a Parquet file, atomically: temporary name, fsync, rename."""
-    target = Path(output)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise UsageError(f"cannot write {output!r}: {exc.strerror}; check the folder") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """The table as a Parquet file, whole or not at all (see mbp.output)."""
+    write_file(output, lambda f: pq.write_table(table, f))

@@ -25,13 +25,17 @@ _ITEM = re.compile(r"[ \t\r]*(?:'((?:[^']|'')*)'|([A-Za-z0-9_.:@+\-]+))[ \t\r]*"
 _BLANK = re.compile(r"[ \t\r\n]*")
 
 
-def read_filter(value: str, stdin: TextIO) -> str:
+def read_filter(value: str, stdin: TextIO | None) -> str:
     """The filter text: `-` reads stdin, `@FILE` a file, anything else is the list itself.
 
     Read as UTF-8 bytes, not as text: newline translation would turn a carriage return
     inside a quoted id into a line feed, and the locale's decoder lets bad bytes through.
     """
     if value == "-":
+        if stdin is None:  # started with stdin closed (`<&-`)
+            raise UsageError(
+                "--rowid-filter - reads standard input, which is closed; pipe the ids in"
+            )
         buffer = getattr(stdin, "buffer", None)
         if buffer is None:  # a plain text stream, as in tests
             return stdin.read()
