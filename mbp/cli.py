@@ -725,7 +725,8 @@ def predict_command(
             "--score-class",
             envvar=_env("score_class"),
             help="Class to score: a label, or a column index of a probability "
-            "tensor (default: label 1/true, else the last).",
+            "tensor (default: label 1/true, else the last; a tensor of more than two "
+            "classes needs it).",
         ),
     ] = None,
     keep_columns: Annotated[

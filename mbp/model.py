@@ -358,6 +358,20 @@ class Scorer:
                     "to class probabilities"
                 )
             self._column = self._class_index(score_class, width)
+        elif not self.zipmap and width is not None and len(output.shape) == 2:
+            self._column = self._default_column(width)  # before any row is read
+
+    def _default_column(self, width: int) -> int:
+        """The positive class of a probability tensor, which carries no labels: of two
+        classes the second (label 1 or true, as every converter orders them); of more,
+        the user must say which, or a ZipMap's label 1 and the tensor's last would differ."""
+        if width <= 2:
+            return width - 1
+        raise UsageError(
+            f"output {self.output.name!r} holds the probabilities of {width} classes but not "
+            f"their labels; choose a column with --score-class 0..{width - 1}, or export the "
+            "model with a ZipMap, whose labels mbp reads"
+        )
 
     def _class_index(self, label: str, width: int | None) -> int:
         ok = label.strip().isdigit() and (width is None or int(label) < width)
@@ -389,11 +403,26 @@ class Scorer:
                 col = _filled(col, self.fill[feed.input], feed.dtype)
             if pa.types.is_decimal(col.type):
                 col = col.cast(pa.float64())
+            values = col.to_numpy(zero_copy_only=False)
+            if feed.dtype in (np.int32, np.int64) and values.size:
+                self._check_range(batch, name, values, feed.dtype)
             with np.errstate(over="ignore"):  # too large for float32: caught as infinite below
-                x[:, j] = col.to_numpy(zero_copy_only=False)
+                x[:, j] = values
         if feed.dtype in (np.float32, np.float64):
             self._check_finite(batch, feed, x)
         return x if feed.rank == 2 else x[:, 0]
+
+    def _check_range(self, batch: pa.RecordBatch, name: str, values: Any, dtype: type) -> None:
+        # numpy wraps an integer that does not fit (3,000,000,000 as int32 is -1,294,967,296).
+        info = np.iinfo(dtype)
+        bad = (values < info.min) | (values > info.max)
+        if bad.any():
+            row = int(np.argmax(bad))
+            rowid = batch.column(self.rowid_column)[row].as_py()
+            raise UsageError(
+                f"column {name!r} has {values[row]} for rowid {rowid!r}, which does not fit "
+                f"the model's {np.dtype(dtype).name} input; fix the input"
+            )
 
     def _check_finite(self, batch: pa.RecordBatch, feed: Feed, x: np.ndarray) -> None:
         if np.isfinite(x).all():
@@ -427,7 +456,7 @@ class Scorer:
                 f"output {self.output.name!r} has shape {out.shape}; expected [N], [N, 1] or [N, C]"
             )
         if self._column is None:
-            self._column = out.shape[1] - 1
+            self._column = self._default_column(out.shape[1])
         elif self._column >= out.shape[1]:
             raise UsageError(
                 f"--score-class {self._column}: output {self.output.name!r} has only "

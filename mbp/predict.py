@@ -24,6 +24,7 @@ from mbp.errors import RuntimeFailure, UsageError
 from mbp.sources import describe, first_line, ident, parquet_files, require_column, scan_sql
 
 OUTPUT_COLUMNS = ("score", "time", "model", "model_version")
+PARTITION = "dt"  # the hive key of the output folders, a column to every reader
 DEFAULT_BATCH_SIZE = 65_536
 Progress = Callable[[int, int], None]
 
@@ -37,6 +38,7 @@ class Plan:
     feeds: list[mdl.Feed]
     files: list[str]
     rowid_column: str
+    rowid_is_uuid: bool  # DuckDB's UUID reaches Arrow as text: the ids are cast in DuckDB
     columns: list[str]  # the columns the scan selects
     keep_columns: list[str]
     schema: pa.Schema  # of the output rows
@@ -45,7 +47,7 @@ class Plan:
 
 
 def _keep(keep: list[str], table: dict[str, str], rowid_column: str) -> list[str]:
-    reserved = {rowid_column, *OUTPUT_COLUMNS}
+    reserved = {rowid_column, *OUTPUT_COLUMNS, PARTITION}
     for name in keep:
         require_column(table, name, "input table", "--keep-columns")
         if name in reserved:
@@ -60,9 +62,11 @@ def _select(columns: list[str]) -> str:
     return ", ".join(ident(c) for c in columns)
 
 
-def _where(rowid_column: str, filtered: bool) -> str:
+def _where(p: Plan, filtered: bool) -> str:
+    rowid_column = p.rowid_column
     if filtered:
-        return f"WHERE {ident(rowid_column)} IN (SELECT id FROM mbp_ids)"
+        ids = "CAST(id AS UUID)" if p.rowid_is_uuid else "id"
+        return f"WHERE {ident(rowid_column)} IN (SELECT {ids} FROM mbp_ids)"
     # A score for no-one is of no use to `rank`.
     return f"WHERE {ident(rowid_column)} IS NOT NULL"
 
@@ -85,7 +89,12 @@ def plan(
     """Check the model against the input table's columns and types; no row is read."""
     files = parquet_files(input, "input")
     table = describe(con, files, "input")
-    require_column(table, rowid_column, "input table", "--rowid-column")
+    rowid_type = require_column(table, rowid_column, "input table", "--rowid-column")
+    if rowid_column in (*OUTPUT_COLUMNS, PARTITION):
+        raise UsageError(
+            f"--rowid-column {rowid_column!r} is the name of an output column "
+            f"({', '.join((*OUTPUT_COLUMNS, PARTITION))}); rename the id column in the input"
+        )
     feeds = mdl.feeds(loaded, table, features)
     output_tensor = mdl.score_output(loaded, score_output)
     scorer = mdl.Scorer(
@@ -119,7 +128,19 @@ def plan(
     )
     root = Path(output)
     target = dataset.batch_path(root, scheduled, tz)
-    return Plan(loaded, scorer, feeds, files, rowid_column, columns, keep, schema, root, target)
+    return Plan(
+        loaded,
+        scorer,
+        feeds,
+        files,
+        rowid_column,
+        rowid_type == "UUID",
+        columns,
+        keep,
+        schema,
+        root,
+        target,
+    )
 
 
 def feature_mapping(p: Plan) -> list[dict[str, Any]]:
@@ -136,10 +157,27 @@ def _type_name(dtype: type) -> str:
 
 
 def _register_ids(con: duckdb.DuckDBPyConnection, ids: list[str], p: Plan) -> int:
+    if p.rowid_is_uuid:
+        ids = _uuids(ids, p.rowid_column)
     arrow_type = p.schema.field(p.rowid_column).type
     values = rowids.to_arrow(ids, arrow_type, p.rowid_column)
     con.register("mbp_ids", pa.table({"id": values}))
     return len(values)
+
+
+def _uuids(ids: list[str], column: str) -> list[str]:
+    """The ids in DuckDB's UUID text form, each once; UsageError naming one that is not."""
+    import uuid
+
+    seen: dict[str, None] = {}
+    for value in ids:
+        try:
+            seen[str(uuid.UUID(value))] = None
+        except ValueError:
+            raise UsageError(
+                f"rowid {value!r} is not a UUID (the type of column {column!r}); check the filter"
+            ) from None
+    return list(seen)
 
 
 def _batches(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.RecordBatch]:
@@ -274,7 +312,7 @@ def run(
     summary["seconds"]["prepare"] = round(prepared - model_loaded, 3)
     if ids is not None and summary["ids_given"] == 0:
         return summary  # an empty filter scores nothing and writes nothing
-    sql = f"SELECT {_select(p.columns)} FROM {scan_sql()} {_where(p.rowid_column, ids is not None)}"
+    sql = f"SELECT {_select(p.columns)} FROM {scan_sql()} {_where(p, ids is not None)}"
     if dry_run:
         return _dry_run(con, p, sql, ids is not None, summary, prepared)
     _score_and_write(
@@ -356,10 +394,7 @@ def _dry_run(
 ) -> dict[str, Any]:
     """Count the matching rows with DuckDB's profiler on, and report the scan's filters."""
     rowid = ident(p.rowid_column)
-    count_sql = (
-        f"SELECT count(*), count(DISTINCT {rowid}) FROM {scan_sql()} "
-        f"{_where(p.rowid_column, filtered)}"
-    )
+    count_sql = f"SELECT count(*), count(DISTINCT {rowid}) FROM {scan_sql()} {_where(p, filtered)}"
     try:
         con.execute("SET enable_profiling = 'no_output'")
         ((matched, distinct),) = con.execute(count_sql, {"files": p.files}).fetchall()

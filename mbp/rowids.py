@@ -1,8 +1,8 @@
 """The rowid filter: a strict parser for the id lists `list-users` prints.
 
 Accepted: quoted ids `'a','b'` (a quote inside doubled: `'O''Brien'`), bare ids such as
-numbers or UUIDs (`1,2,3`), one id per line, or any mix; whitespace around items is
-ignored and an empty text is an empty list. Anything else is refused with its position,
+numbers, UUIDs or words in any script (`1,2,3`, `josé`), one id per line, or any mix;
+whitespace around items is ignored and an empty text is an empty list. Anything else is refused with its position,
 so a filter can never smuggle SQL: the ids are data, bound later as an Arrow table.
 """
 
@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 # format_quoted, and importing pyarrow costs it about 0.2 s of start-up on every cron run.
 # pyarrow.compute (35 ms more) is imported only for ids that are not text.
 
-_ITEM = re.compile(r"[ \t\r]*(?:'((?:[^']|'')*)'|([A-Za-z0-9_.:@+\-]+))[ \t\r]*")
+# Bare ids are words in any script, with . : @ + - (numbers, UUIDs, e-mails, josé).
+_ITEM = re.compile(r"[ \t\r]*(?:'((?:[^']|'')*)'|([\w.:@+\-]+))[ \t\r]*")
 _BLANK = re.compile(r"[ \t\r\n]*")
 
 

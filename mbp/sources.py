@@ -45,7 +45,8 @@ def _walk(folder: str, prefix: str) -> Iterator[str]:
 def parquet_files(path: str, what: str = "input") -> list[str]:
     """The sorted Parquet files under `path`: a file, a directory (recursive) or a glob."""
     p = Path(path)
-    if glob.has_magic(path):
+    # A path that exists is that path, even with glob characters in it ('scores [v1]').
+    if glob.has_magic(path) and not os.path.lexists(path):
         matches = [Path(m) for m in glob.glob(path, recursive=True)]
         files = sorted(str(m) for m in matches if m.is_file() and _visible(Path(m.name)))
         if not files:

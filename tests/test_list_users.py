@@ -169,6 +169,18 @@ def test_hive_directory_and_glob(mbp, tmp_path: Path) -> None:
     assert mbp("list-users", "--sessions", glob_all, *args)[:2] == (0, "'x','y'\n")
 
 
+@pytest.mark.parametrize("name", ["sessions [v1]", "log*", "o[3]", "what?"])
+def test_paths_with_glob_characters_that_exist_are_paths(mbp, tmp_path: Path, name: str) -> None:
+    s = int(START.timestamp())
+    folder = tmp_path / name
+    folder.mkdir()
+    pq.write_table(pa.table({"userid": ["x"], "time": [s]}), folder / f"{name}.parquet")
+    args = ["--scheduled-time", END.isoformat()]
+    assert mbp("list-users", "--sessions", str(folder), *args)[:2] == (0, "'x'\n")
+    one = str(folder / f"{name}.parquet")
+    assert mbp("list-users", "--sessions", one, *args)[:2] == (0, "'x'\n")
+
+
 def test_dst_fall_back_day_is_25_hours(mbp, tmp_path: Path) -> None:
     """1d windows follow the wall clock: the day of the fall-back lasts 25 hours."""
     ny = ZoneInfo("America/New_York")

@@ -347,11 +347,22 @@ def test_score_class_and_output(mbp, models, features, tmp_path):
     ids_in_order = rows["userid"].to_pylist()
 
     out = tmp_path / "default"
-    code, _, stderr = predict(
+    code, stdout, stderr = predict(
         mbp, models["multitensor"], features, out, "--rowid-filter", quoted(ids)
     )
+    # Three classes and no labels in the tensor: which one is "positive" must be said.
+    assert (code, stdout) == (2, "")
+    assert "holds the probabilities of 3 classes but not their labels" in stderr
+    assert "--score-class 0..2" in stderr
+    assert not out.exists()
+
+    out = tmp_path / "class1"
+    code, _, stderr = predict(
+        mbp, models["multitensor"], features, out, "--rowid-filter", quoted(ids),
+        "--score-class", "1",
+    )  # fmt: skip
     assert code == 0, stderr
-    assert_scores(written(out), ids_in_order, probs[:, 2])  # no labels in a tensor: the last
+    assert_scores(written(out), ids_in_order, probs[:, 1])  # as the ZipMap form's label 1
 
     out = tmp_path / "class0"
     code, _, stderr = predict(
@@ -647,6 +658,7 @@ def _bad_tables() -> dict[str, pa.Table]:
         "nan": with_nan,
         "inf": with_inf,
         "nullcity": null_city,
+        "named": t.append_column("time", t["userid"]).append_column("dt", t["userid"]),
     }
 
 
@@ -703,6 +715,12 @@ BAD = [
         "--keep-columns 'userid' clashes with an output column",
     ),
     ("ok", "tensor", ["--keep-columns", "nope"], "has no column 'nope'"),
+    # `dt` is the output's partition key: every reader would see that, not the column.
+    ("named", "tensor", ["--keep-columns", "dt"], "--keep-columns 'dt' clashes"),
+    *(
+        ("named", "tensor", ["--rowid-column", name], f"--rowid-column {name!r} is the name of")
+        for name in ("time", "dt")
+    ),
     ("ok", "tensor", ["--score-output", "nope"], "the model has no output 'nope'"),
     (
         "ok",
@@ -842,3 +860,74 @@ def test_progress_bar_on_a_terminal(mbp, models, features, tmp_path, monkeypatch
     assert (code, stdout) == (0, "")
     assert "600 rows written" in stderr
     assert written(out).num_rows == 600
+
+
+def integer_model(path: Path, elem: int) -> Path:
+    """One integer input `x` of shape [N], scored as itself: Cast to float."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["score"], to=TensorProto.FLOAT)],
+        "ints",
+        [helper.make_tensor_value_info("x", elem, [None])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, [None])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("elem", "big", "name"),
+    [(6, 3_000_000_000, "int32"), (7, 2**63 + 5, "int64")],  # TensorProto.INT32, INT64
+)
+def test_integers_that_do_not_fit_the_input_are_refused(mbp, tmp_path, elem, big, name):
+    model = integer_model(tmp_path / "ints.onnx", elem)
+    arrow = pa.uint64() if big >= 2**63 else pa.int64()
+    features = write(
+        pa.table({"userid": ["a", "b"], "x": pa.array([7, big], arrow)}), tmp_path / "f.parquet"
+    )
+    out = tmp_path / "out"
+    code, stdout, stderr = predict(mbp, model, features, out)
+    assert (code, stdout) == (2, "")
+    assert stderr == (
+        f"mbp: error: column 'x' has {big} for rowid 'b', which does not fit the model's "
+        f"{name} input; fix the input\n"
+    )
+    assert not out.exists()
+    # Values that fit are scored as onnxruntime scores them.
+    small = write(
+        pa.table({"userid": ["a", "b"], "x": pa.array([7, -3], pa.int64())}), tmp_path / "s.parquet"
+    )
+    code, _, stderr = predict(mbp, model, small, out, "-q")
+    assert code == 0, stderr
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"x": np.array([7, -3], dtype=np.int32 if elem == 6 else np.int64)})[0]
+    assert_scores(written(out), ["a", "b"], want.astype(np.float64))
+
+
+def test_uuid_rowids(mbp, models, tmp_path):
+    import uuid
+
+    t = table(50, seed=9)
+    keys = [uuid.UUID(int=1000 + i) for i in range(t.num_rows)]
+    t = t.set_column(0, "userid", pa.array([k.bytes for k in keys], pa.uuid()))
+    features = write(t, tmp_path / "f.parquet")
+    wanted = [keys[3], keys[17]]
+    given = f"'{str(wanted[0]).upper()}',{wanted[1]},'{uuid.UUID(int=1)}'"
+    out = tmp_path / "out"
+    code, stdout, stderr = predict(
+        mbp, models["tensor"], features, out, "--rowid-filter", given, "--json"
+    )
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert (summary["ids_given"], summary["rows_matched"], summary["ids_without_row"]) == (3, 2, 1)
+    rows = t.take([3, 17])
+    expected_ids = [str(k) for k in wanted]
+    assert_scores(written(out), expected_ids, onnx_scores(models["tensor"], rows, "tensor"))
+    code, stdout, stderr = predict(
+        mbp, models["tensor"], features, out, "--rowid-filter", "'not-a-uuid'"
+    )
+    assert (code, stdout) == (2, "")
+    assert "rowid 'not-a-uuid' is not a UUID" in stderr

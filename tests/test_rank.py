@@ -664,3 +664,11 @@ def test_real_pipe_gets_csv_and_head_ends_quietly(history):
     proc.wait(timeout=60)
     assert first[0].decode().replace('"', "").strip() == ",".join(COLUMNS)
     assert b"Traceback" not in err and b"error" not in err
+
+
+def test_a_dataset_folder_with_glob_characters_in_its_name(mbp, tmp_path):
+    history = standard(History(tmp_path / "o[3]"))
+    code, out, err = mbp("rank", "--predictions", str(history.root))
+    assert (code, err) == (0, "")
+    assert_csv(out, expected(history))
+    assert len(parse_csv(out)[1]) == 4

@@ -29,6 +29,8 @@ from mbp.sessions import format_ids
         ("'line\nbreak'", ["line\nbreak"]),
         ("'Zoë','用户'", ["Zoë", "用户"]),
         ("'a',\n'b'", ["a", "b"]),
+        ("josé\n用户\nZoë", ["josé", "用户", "Zoë"]),  # what --format lines prints
+        ("a.b@example.com,+44", ["a.b@example.com", "+44"]),
     ],
 )
 def test_accepts(text: str, ids: list[str]) -> None:
