@@ -2,8 +2,9 @@
 
 Accepted: quoted ids `'a','b'` (a quote inside doubled: `'O''Brien'`), bare ids such as
 numbers, UUIDs or words in any script (`1,2,3`, `josé`), one id per line, or any mix;
-whitespace around items is ignored and an empty text is an empty list. Anything else is refused with its position,
-so a filter can never smuggle SQL: the ids are data, bound later as an Arrow table.
+whitespace around items is ignored and an empty text is an empty list. Anything else is
+refused with its position, so a filter can never smuggle SQL: the ids are data, bound
+later as an Arrow table.
 """
 
 from __future__ import annotations
