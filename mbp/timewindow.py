@@ -6,7 +6,6 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mbp.errors import UsageError
@@ -14,6 +13,9 @@ from mbp.errors import UsageError
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"(\d+)\s*([smhd])")
 DAY = 86400
+MAX_DURATION = 36_500 * DAY  # a century: longer is a typo, and overflows datetime
+# Batches are scheduled in the years datetime and the layout's names can hold.
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def parse_duration(text: str, option: str = "--window") -> int:
@@ -24,6 +26,8 @@ def parse_duration(text: str, option: str = "--window") -> int:
             f"{option} {text!r} is not a duration; use a number and a unit s, m, h or d, like 5m"
         )
     seconds = sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(s))
+    if seconds > MAX_DURATION:
+        raise UsageError(f"{option} {text!r} is longer than a century; give a shorter duration")
     return seconds
 
 
@@ -35,29 +39,7 @@ def positive_duration(text: str, option: str = "--window") -> int:
     return seconds
 
 
-def local_zone_name() -> str | None:
-    """The machine's zone name, as cron sees it: $TZ, else /etc/localtime."""
-    tz = os.environ.get("TZ", "").lstrip(":")
-    if tz:
-        return tz
-    try:
-        target = os.path.realpath("/etc/localtime")
-        if "zoneinfo/" in target:
-            return target.split("zoneinfo/", 1)[1]
-    except OSError:
-        pass
-    return None
-
-
-def zone(name: str | None) -> tzinfo:
-    """The time zone named `name` (IANA), or the machine's local zone when None."""
-    if name is None or name == "":
-        name = local_zone_name()
-        if name is None:
-            try:
-                return ZoneInfo.from_file(Path("/etc/localtime").open("rb"), key="localtime")
-            except OSError:
-                return UTC
+def _named(name: str) -> tzinfo:
     if name.upper() == "UTC":
         return UTC
     try:
@@ -68,23 +50,65 @@ def zone(name: str | None) -> tzinfo:
         ) from exc
 
 
+def _local() -> tzinfo:
+    """The machine's zone, as cron sees it: $TZ (a name, or a zone file's path), else
+    /etc/localtime, named by its link into the zoneinfo folder when it is one."""
+    tz = os.environ.get("TZ", "").removeprefix(":")
+    if tz and not tz.startswith("/"):
+        try:
+            return _named(tz)
+        except UsageError:
+            raise UsageError(
+                f"TZ={tz!r} is not a zone name mbp can read (POSIX rules such as CET-1CEST "
+                "are not); set TZ or --timezone to an IANA name such as Europe/Berlin"
+            ) from None
+    path = tz or "/etc/localtime"
+    target = os.path.realpath(path)
+    if "zoneinfo/" in target:
+        try:
+            return _named(target.split("zoneinfo/", 1)[1])
+        except UsageError:
+            pass  # not a name ZoneInfo knows: read the file itself
+    try:
+        with open(path, "rb") as f:
+            return ZoneInfo.from_file(f, key=path)
+    except (OSError, ValueError) as exc:
+        if tz:
+            raise UsageError(
+                f"TZ={tz!r} names no readable time zone file; set TZ or --timezone to an "
+                "IANA name such as Europe/Berlin"
+            ) from exc
+        return UTC  # no zone configured at all: what the C library assumes too
+
+
+def zone(name: str | None) -> tzinfo:
+    """The time zone named `name` (IANA), or the machine's local zone when None."""
+    if name is None or name == "":
+        return _local()
+    return _named(name)
+
+
 def parse_instant(text: str, tz: tzinfo, option: str = "--scheduled-time") -> datetime:
     """An aware datetime from ISO-8601 (naive is read in `tz`) or epoch seconds."""
     s = text.strip()
-    if re.fullmatch(r"-?\d+(\.\d+)?", s):
-        return datetime.fromtimestamp(float(s), UTC)
     try:
-        dt = datetime.fromisoformat(s)
-    except ValueError as exc:
+        if re.fullmatch(r"-?\d+(\.\d+)?", s):
+            dt = datetime.fromtimestamp(float(s), UTC)
+        else:
+            dt = datetime.fromisoformat(s)
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=tz)
+            dt.astimezone(UTC)  # a wall time near year 1 or 9999 may have no UTC instant
+    except (ValueError, OverflowError, OSError) as exc:
         raise UsageError(
             f"{option} {text!r} is not a time; use ISO-8601 (2026-12-03T10:05:00) or epoch seconds"
         ) from exc
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=tz)
+    if not EARLIEST <= dt < LATEST:
+        raise UsageError(f"{option} {text!r} is not between the years 1970 and 9000")
     return dt
 
 
-def _local(dt: datetime, tz: tzinfo) -> datetime:
+def _wall(dt: datetime, tz: tzinfo) -> datetime:
     return dt.astimezone(tz)
 
 
@@ -95,7 +119,7 @@ def floor_time(instant: datetime, step: int, tz: tzinfo) -> datetime:
     whole days floor to local midnight. Arithmetic is on wall time, so a DST change
     never shifts the grid.
     """
-    local = _local(instant, tz)
+    local = _wall(instant, tz)
     if step % DAY == 0:
         days = step // DAY
         ordinal = local.date().toordinal()
@@ -119,7 +143,7 @@ def _at_wall(day: date, seconds: int, tz: tzinfo, fold: int = 0) -> datetime:
 def subtract(end: datetime, seconds: int, tz: tzinfo) -> datetime:
     """`end` minus a duration: whole days on the wall clock (a DST day is 23 or 25 h)."""
     if seconds % DAY == 0:
-        local = _local(end, tz)
+        local = _wall(end, tz)
         earlier = local.replace(tzinfo=None) - timedelta(seconds=seconds)
         return earlier.replace(tzinfo=tz, fold=0)
     return datetime.fromtimestamp(end.timestamp() - seconds, UTC)
@@ -163,7 +187,7 @@ def batch_name(instant: datetime, tz: tzinfo) -> tuple[str, str]:
 
     A wall time that happens twice (the hour repeated when clocks go back) gets its UTC
     offset, `20261025T023000+0200` and `...+0100`, so the two batches keep two files."""
-    local = _local(instant, tz)
+    local = _wall(instant, tz)
     stamp = local.strftime("%Y%m%dT%H%M%S")
     if local.replace(fold=1 - local.fold).utcoffset() != local.utcoffset():
         stamp += local.strftime("%z")

@@ -300,6 +300,13 @@ def test_scan_prunes_row_groups_outside_the_window(mbp, tmp_path: Path) -> None:
         (["--sessions", "{tmp}/s.parquet", "--lookback", "x"], "--lookback 'x' is not a duration"),
         (["--sessions", "{tmp}/s.parquet", "--timezone", "Mars/Olympus"], "unknown time zone"),
         (["--sessions", "{tmp}/s.parquet", "--scheduled-time", "yesterday"], "is not a time"),
+        (["--sessions", "{tmp}/s.parquet", "--window", "99999999d"], "longer than a century"),
+        (["--sessions", "{tmp}/s.parquet", "--lookback", "40000d"], "longer than a century"),
+        (["--sessions", "{tmp}/s.parquet", "--scheduled-time", "1e30"], "is not a time"),
+        (
+            ["--sessions", "{tmp}/s.parquet", "--scheduled-time", "0001-01-01T00:00:00"],
+            "is not between the years 1970 and 9000",
+        ),
         (["--sessions", "{tmp}/s.parquet", "--time-unit", "ns"], "--time-unit 'ns'"),
         (["--sessions", "{tmp}/s.parquet", "--format", "xml"], "--format 'xml'"),
         ([], "--sessions is required"),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -95,3 +97,35 @@ def test_batch_name_uses_the_local_date() -> None:
 def test_unknown_zone() -> None:
     with pytest.raises(UsageError, match="unknown time zone"):
         tw.zone("Nowhere/Special")
+
+
+def _berlin_file() -> str:
+    """A Europe/Berlin zone file on this machine: the system's, else the tzdata package's."""
+    import zoneinfo
+    from importlib.resources import files
+
+    for folder in zoneinfo.TZPATH:
+        if os.path.isfile(os.path.join(folder, "Europe", "Berlin")):
+            return os.path.join(folder, "Europe", "Berlin")
+    return str(files("tzdata").joinpath("zoneinfo", "Europe", "Berlin"))
+
+
+@pytest.mark.parametrize("tz", ["Europe/Berlin", ":Europe/Berlin", "{file}", ":{file}"])
+def test_the_local_zone_from_tz_as_a_name_or_a_file(monkeypatch, tmp_path, tz: str) -> None:
+    copy = tmp_path / "berlin.tzif"  # a zone file outside any zoneinfo folder
+    copy.write_bytes(Path(_berlin_file()).read_bytes())
+    for value in {tz.format(file=_berlin_file()), tz.format(file=copy)}:
+        monkeypatch.setenv("TZ", value)
+        summer, winter = (datetime(2026, m, 1, 12, 0, tzinfo=UTC) for m in (7, 1))
+        assert tw.zone(None).utcoffset(summer) == timedelta(hours=2), value
+        assert tw.zone(None).utcoffset(winter) == timedelta(hours=1), value
+
+
+@pytest.mark.parametrize(
+    ("tz", "needle"), [("CET-1CEST", "POSIX rules"), ("/nowhere/zone", "no readable")]
+)
+def test_a_tz_mbp_cannot_read_says_so(monkeypatch, tz: str, needle: str) -> None:
+    monkeypatch.setenv("TZ", tz)
+    with pytest.raises(UsageError, match=needle):
+        tw.zone(None)
+    assert tw.zone("UTC") is UTC  # --timezone still works
