@@ -41,6 +41,10 @@ class MbpGroup(TyperGroup):
             if os.environ.get(DEBUG_ENV) == "1":
                 raise
             message, code = str(exc), exc.exit_code
+        except click.exceptions.NoArgsIsHelpError as exc:
+            # `mbp` alone: the help, as it is, on stderr (stdout carries data only).
+            sys.stderr.write(exc.format_message() + "\n")
+            code = exc.exit_code
         except click.exceptions.ClickException as exc:
             hint = ""
             if isinstance(exc, click.exceptions.UsageError) and exc.ctx is not None:
@@ -148,7 +152,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        print(f"mbp {__version__}")
+        write_text(f"mbp {__version__}\n", None)
         raise typer.Exit()
 
 
@@ -258,11 +262,11 @@ ScheduledOpt = Annotated[
 ]
 
 
-def _required(value: str | None, option: str) -> str:
+def _required(value: str | None, option: str, env: str | None = None) -> str:
     if value is None or value == "":
         key = option.lstrip("-")
         raise UsageError(
-            f"{option} is required; give it as a flag, as {_env(key)}, "
+            f"{option} is required; give it as a flag, as {env or _env(key)}, "
             f"or as {key} = ... in mbp.toml"
         )
     return value
@@ -567,10 +571,15 @@ def rank_command(
     for warning in result.warnings:
         print(f"mbp: warning: {warning}", file=sys.stderr)
     if chosen == "parquet":
-        core.write_parquet(result.table, _required(output, "--output"))
+        core.write_parquet(result.table, _required(output, "--output", _env("rank_output")))
     elif chosen == "table":
         if output is None or output == "-":
-            _rank_table(result.table, sys.stdout)
+            if sys.stdout is None:
+                write_text("", None)  # says that stdout is closed
+            try:
+                _rank_table(result.table, sys.stdout)
+            except OSError as exc:  # a full disk behind a redirection
+                raise RuntimeFailure(f"cannot write to standard output: {exc.strerror}") from exc
         else:
             import io
 
@@ -815,7 +824,7 @@ def predict_command(
         summary = core.run(
             model=_required(model, "--model"),
             input=_required(input, "--input"),
-            output=_required(output, "--output"),
+            output=_required(output, "--output", _env("predict_output")),
             scheduled=scheduled,
             tz=tz,
             ids=ids,
@@ -833,7 +842,7 @@ def predict_command(
             progress=progress,
         )
     if as_json:
-        print(json.dumps(summary))
+        write_text(json.dumps(summary) + "\n", None)
     elif not quiet:
         print(_predict_report(summary), file=sys.stderr)
 

@@ -35,6 +35,11 @@ def read(path: Path) -> dict[str, Any]:
         raise UsageError(f"cannot read config file {str(path)!r}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"config file {str(path)!r} is not UTF-8 (byte {exc.object[exc.start]:#04x} at "
+            f"offset {exc.start}); save it as UTF-8"
+        ) from exc
 
 
 def find(explicit: str | None, cwd: Path | None = None) -> Path | None:
@@ -96,4 +101,6 @@ def _resolve(name: str, value: Any, path: Path) -> Any:
         return str(path.parent / Path(value).expanduser())
     if name == "model" and isinstance(value, str) and ("/" in value or value.endswith(".onnx")):
         return str(path.parent / Path(value).expanduser())
+    if name == "rowid_filter" and isinstance(value, str) and value.startswith("@"):
+        return "@" + str(path.parent / Path(value[1:]).expanduser())
     return value

@@ -69,7 +69,8 @@ def _io(path: Path) -> Iterator[None]:
 
 def _require_dir(root: Path) -> None:
     if os.path.lexists(root) and not root.is_dir():
-        raise UsageError(f"output path {root} is a file; --output must be a directory")
+        what = "a broken symbolic link" if not root.exists() else "a file"
+        raise UsageError(f"output path {root} is {what}; --output must be a directory")
 
 
 def _makedirs(path: Path, made: list[Path]) -> None:

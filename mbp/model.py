@@ -100,7 +100,12 @@ def resolve(value: str, models_dir: str | Path = "models") -> ResolvedModel:
         return ResolvedModel(folder / f"{version}.onnx", name, version)
     pin = folder / "CURRENT"
     if pin.is_file():
-        pinned = pin.read_text(encoding="utf-8").strip().removesuffix(".onnx")
+        try:
+            pinned = pin.read_text(encoding="utf-8").strip().removesuffix(".onnx")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                f"cannot read {str(pin)!r} ({exc}); it names the pinned version, as text"
+            ) from exc
         if pinned not in available:
             raise UsageError(
                 f"{str(pin)!r} pins version {pinned!r}, which is not there "
@@ -210,6 +215,12 @@ def feeds(model: Model, columns: dict[str, str], features: list[str] | None = No
     if unsupported:
         bad = unsupported[0]
         raise UsageError(f"model input {bad.name!r} has type {bad.type}, which mbp cannot feed")
+    deep = [t for t in model.inputs if len(t.shape) not in (1, 2)]
+    if deep:
+        raise UsageError(
+            f"model input {deep[0].name!r} has shape {list(deep[0].shape)}; mbp feeds a row "
+            "per item, inputs of shape [N] or [N, columns]"
+        )
     if len(model.inputs) == 1 and (features or "features" in model.metadata):
         tensor = model.inputs[0]
         ordered = features or parse_features(model.metadata["features"]) or []
@@ -273,7 +284,10 @@ def fill_value(text: str | None, result: list[Feed]) -> dict[str, Any]:
     for feed in result:
         try:
             if feed.dtype in (np.float32, np.float64):
-                values[feed.input] = float(text)
+                value = float(text)
+                if not abs(value) <= float(np.finfo(feed.dtype).max):  # NaN, inf, 1e39
+                    raise ValueError(text)
+                values[feed.input] = value
             elif feed.dtype in (np.int64, np.int32):
                 values[feed.input] = int(text)
             elif feed.dtype is np.bool_:
@@ -283,10 +297,10 @@ def fill_value(text: str | None, result: list[Feed]) -> dict[str, Any]:
             else:
                 values[feed.input] = text
         except (ValueError, KeyError) as exc:
-            kind = np.dtype(feed.dtype).name
+            kind = np.dtype(feed.dtype).name if feed.dtype is not np.object_ else "string"
             raise UsageError(
                 f"--fill-null {text!r} cannot fill the {kind} input {feed.input!r}; "
-                "give a value of that type"
+                "give a finite value of that type"
             ) from exc
     return values
 

@@ -26,6 +26,7 @@ from mbp.sources import describe, first_line, ident, parquet_files, require_colu
 OUTPUT_COLUMNS = ("score", "time", "model", "model_version")
 PARTITION = "dt"  # the hive key of the output folders, a column to every reader
 DEFAULT_BATCH_SIZE = 65_536
+MAX_BATCH_SIZE = 16_777_216  # memory grows with it; beyond this a batch is the whole table
 Progress = Callable[[int, int], None]
 
 
@@ -263,11 +264,13 @@ def run(
     Returns the summary: ids given, rows matched, ids with no input row, rows written,
     the output file (None when no row matched: then nothing is written) and seconds per stage.
     """
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise UsageError(
+            f"--batch-size must be between 1 and {MAX_BATCH_SIZE:,} rows, got {batch_size}"
+        )
     if output_mode not in ("append", "overwrite"):
         raise UsageError(f"--output-mode {output_mode!r} is not one of append, overwrite")
-    if lock_timeout < 0:
+    if not lock_timeout >= 0:  # NaN too: it would wait for ever
         raise UsageError(f"--lock-timeout must be zero or more seconds, got {lock_timeout}")
     started = time.perf_counter()
     loaded = mdl.load(mdl.resolve(model, models_dir))

@@ -165,3 +165,32 @@ def test_help_examples_are_shown_whole(mbp, command) -> None:
     shown = [ln.strip() for ln in out.splitlines()]
     for line in example:
         assert line in shown, line
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.1])
+@pytest.mark.parametrize(
+    ("signum", "code", "word"), [(2, 130, "interrupted"), (15, 143, "terminated")]
+)
+def test_a_signal_while_the_command_starts_is_one_line(tmp_path, delay, signum, code, word) -> None:
+    import time
+
+    mbp = Path(sys.executable).parent / "mbp"
+    proc = subprocess.Popen(
+        [str(mbp), *predict_args(tmp_path), "--rowid-filter", "'u00001'"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(delay)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)  # the imports alone take longer than `delay`
+    assert (proc.returncode, out) == (code, "")
+    assert err == f"mbp: error: {word}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_mbp_alone_shows_the_help_on_stderr(mbp) -> None:
+    code, out, err = mbp()
+    assert (code, out) == (2, "")
+    assert err.startswith("Usage: mbp [OPTIONS] COMMAND")
+    assert "list-users" in err and "\n  predict " in err

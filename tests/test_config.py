@@ -28,7 +28,7 @@ def sessions(tmp_path: Path) -> Path:
 def write_config(folder: Path, text: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "mbp.toml"
-    path.write_text(text)
+    path.write_bytes(text.encode("latin-1" if "\xfc" in text else "utf-8"))
     return path
 
 
@@ -111,6 +111,7 @@ def test_relative_paths_are_relative_to_the_file(mbp, sessions: Path, tmp_path: 
         ),
         ('format = "json"\n', "key 'format' in config file '{cfg}' differs by command"),
         ("[list-users\n", "config file '{cfg}' is not valid TOML"),
+        ('timezone = "Europe/M\xfcnchen"\n', "config file '{cfg}' is not UTF-8 (byte 0xfc at"),
     ],
 )
 def test_bad_config_exits_2_naming_key_and_file(
@@ -176,3 +177,10 @@ def test_mbp_config_unknown_command(mbp) -> None:
     code, out, err = mbp("config", "predcit")
     assert (code, out) == (2, "")
     assert "unknown command 'predcit'" in err
+
+
+def test_a_filter_file_in_the_config_is_relative_to_it(mbp, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "job", '[predict]\nrowid_filter = "@ids.txt"\n')
+    code, out, err = mbp("config", "predict", "--config", str(cfg))
+    assert (code, err) == (0, "")
+    assert f'rowid-filter = "@{tmp_path / "job" / "ids.txt"}"' in out

@@ -56,6 +56,13 @@ def test_current_naming_a_missing_version(tmp_path, models):
         mdl.resolve("ltv", tmp_path)
 
 
+def test_current_that_is_not_text(tmp_path, models):
+    folder = _folder(tmp_path, "ltv", ["2026-10"], models["tensor"])
+    (folder / "CURRENT").write_bytes(b"2026-10\xff")
+    with pytest.raises(UsageError, match="it names the pinned version, as text"):
+        mdl.resolve("ltv", tmp_path)
+
+
 def test_explicit_version(tmp_path, models):
     folder = _folder(tmp_path, "ltv", ["2026-10", "2026-11"], models["tensor"])
     (folder / "CURRENT").write_text("2026-11")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -737,7 +738,23 @@ BAD = [
     ),
     ("ok", "regressor", ["--score-class", "1"], "holds one value per row"),
     ("ok", "tensor", ["--fill-null", "abc"], "--fill-null 'abc' cannot fill the float32 input 'X'"),
-    ("ok", "tensor", ["--batch-size", "0"], "--batch-size must be at least 1"),
+    *(
+        ("ok", "tensor", ["--fill-null", v], f"--fill-null {v!r} cannot fill the float32 input")
+        for v in ("nan", "inf", "-inf", "1e39")
+    ),
+    ("ok", "tensor", ["--batch-size", "0"], "--batch-size must be between 1 and 16,777,216"),
+    ("ok", "tensor", ["--batch-size", "9" * 24], "--batch-size must be between 1 and"),
+    ("ok", "tensor", ["--lock-timeout", "nan"], "--lock-timeout must be zero or more"),
+    ("ok", "tensor", ["--lock-timeout", "-1"], "--lock-timeout must be zero or more"),
+    ("ok", "tensor", ["--scheduled-time", "99999999999999"], "is not a time"),
+    ("ok", "tensor", ["--scheduled-time", "0001-01-01T00:00:00"], "between the years 1970"),
+    (
+        "ok",
+        "tensor",
+        ["--scheduled-time", "9999-12-31T23:59:59", "--timezone", "Pacific/Kiritimati"],
+        "between the years 1970 and 9000",
+    ),
+    ("ok", "tensor", ["--interval", "99999999d"], "--interval '99999999d' is longer than"),
     (
         "ok",
         "tensor",
@@ -781,9 +798,17 @@ def test_required_options(mbp, models, features, tmp_path, missing):
         "--output": str(tmp_path / "o"),
     }
     args = [a for k, v in given.items() if k != missing for a in (k, v)]
-    code, _, stderr = mbp("predict", *args, "--rowid-filter", "'u1'")
+    code, _, stderr = mbp("predict", *args, "--rowid-filter", "'u00001'")
     assert code == 2
     assert f"{missing} is required" in stderr
+    # The variable the message names is the one that works.
+    env = re.search(r"as (MBP_\w+)", stderr)
+    assert env is not None, stderr
+    code, _, stderr = mbp(
+        "predict", *args, "--rowid-filter", "'u00001'", "--scheduled-time", SCHEDULED,
+        env={env[1]: given[missing]},
+    )  # fmt: skip
+    assert code == 0, stderr
 
 
 def test_unknown_model_name(mbp, features, tmp_path):
@@ -931,3 +956,33 @@ def test_uuid_rowids(mbp, models, tmp_path):
     )
     assert (code, stdout) == (2, "")
     assert "rowid 'not-a-uuid' is not a UUID" in stderr
+
+
+def test_an_input_of_more_than_two_dimensions_is_refused_before_reading(mbp, features, tmp_path):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x"], ["score"], keepdims=0)],
+        "cube",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2, 2])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, [None])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "cube.onnx"
+    path.write_bytes(model.SerializeToString())
+    out = tmp_path / "out"
+    code, stdout, stderr = predict(mbp, path, features, out, "--features", "f0,f1,f2,n")
+    assert (code, stdout) == (2, "")
+    assert "model input 'x' has shape [None, 2, 2]; mbp feeds a row per item" in stderr
+    assert not out.exists()
+
+
+def test_output_that_is_a_broken_symlink(mbp, models, features, tmp_path):
+    out = tmp_path / "out"
+    out.symlink_to(tmp_path / "gone")
+    code, stdout, stderr = predict(
+        mbp, models["tensor"], features, out, "--rowid-filter", "'u00001'"
+    )
+    assert (code, stdout) == (2, "")
+    assert "is a broken symbolic link; --output must be a directory" in stderr
