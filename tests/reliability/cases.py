@@ -257,6 +257,26 @@ CASES += [
         r"part of an mbp dataset; .*overwrite would delete it",
     ),
     _bad(
+        "overwrite-hidden-files",
+        "`--output-mode overwrite` on a folder whose only contents are hidden (`.git`, `.ssh`, "
+        "as with `--output ~`)",
+        2,
+        r"^mbp: error: --output .*out holds '\.git', which is not part of an mbp dataset",
+    ),
+    _bad(
+        "overwrite-working-folder",
+        "`--output-mode overwrite` on the folder mbp runs in (`--output .`, even an empty one)",
+        2,
+        r"^mbp: error: --output .*out is the working folder or holds it",
+    ),
+    _bad(
+        "lock-symlink",
+        "the dataset's lock file is a symbolic link to another file (which a root cron job "
+        "would otherwise truncate)",
+        2,
+        r"^mbp: error: the lock file .*\.mbp\.lock is a symbolic link; remove it",
+    ),
+    _bad(
         "filter-sql-or",
         "`--rowid-filter \"'1') OR 1=1 --\"`",
         2,

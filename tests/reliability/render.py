@@ -27,11 +27,15 @@ tests/reliability/cases.py; a test fails when the two differ. Edit cases.py, not
   overwrite` builds the new dataset in a hidden sibling folder and swaps the two folders
   in one step (`renameat2(RENAME_EXCHANGE)`). A kill at any moment leaves the old state or
   the new one, never part of a batch and never a mix of two datasets. Overwrite refuses a
-  folder that holds anything besides `dt=...` folders of Parquet files (`--output .` in a
-  project folder would otherwise delete the project).
+  folder that holds anything besides `dt=...` folders of Parquet files and mbp's own lock
+  and leftovers, hidden files included (`--output .` in a project folder, or `~`, would
+  otherwise delete them), and the folder it runs in.
 - **Idempotent re-runs.** A batch is named by its scheduled time, so re-running it replaces
-  its file: a retry never duplicates rows. Leftovers of a killed run (temporary files,
-  staging or old folders) are hidden from readers and removed by the next run.
+  its file: a retry never duplicates rows. The two passes of the hour repeated when clocks
+  go back carry their UTC offset in the name, so neither replaces the other. A run whose ids
+  match no input row writes nothing, so such a retry never replaces a good batch with an
+  empty one. Leftovers of a killed run (temporary files, staging or old folders) are hidden
+  from readers and removed by the next run.
 - **Single writer.** A run holds an exclusive lock on the dataset (`flock` on
   `DIR/.mbp.lock`, which exists only while held) from before it writes until after it
   commits. A second run waits `--lock-timeout` seconds, then exits 75 naming the holder's
@@ -46,10 +50,10 @@ tests/reliability/cases.py; a test fails when the two differ. Edit cases.py, not
 
 ## Limits
 
-- A signal in the first ~0.1 s of a run, while Python is still starting and importing mbp,
-  meets Python's default handling: SIGTERM ends the process silently (status 143 to the
-  shell) and SIGINT prints Python's `KeyboardInterrupt` traceback (status 130). Nothing has
-  been opened then. The interrupt tests start counting once mbp's handlers are installed.
+- A signal in the first ~0.1 s of a run, while mbp is still importing its libraries, ends it
+  at once with one line and 130/143 (nothing has been opened then); in the few milliseconds
+  before that, while Python itself starts, it meets Python's default handling. The interrupt
+  tests start counting once mbp's handlers are installed.
 - An interrupt after the commit finds the batch whole and in place. mbp still exits
   130/143; in its last milliseconds, once Python has begun shutting down, the signal's
   default action ends it instead (the shell sees 130/143 all the same).

@@ -100,6 +100,26 @@ def _overwrite_foreign(tmp: Path, m: Models) -> list[str]:
     return _predict(m, src, tmp, "--output-mode", "overwrite")
 
 
+def _overwrite_hidden(tmp: Path, m: Models) -> list[str]:
+    for name in (".git/config", ".ssh/id_rsa"):
+        (tmp / "out" / name).parent.mkdir(parents=True)
+        (tmp / "out" / name).write_text("precious")
+    return _predict(m, _table(tmp), tmp, "--output-mode", "overwrite")
+
+
+def _overwrite_cwd(tmp: Path, m: Models) -> list[str]:
+    (tmp / "out").mkdir()
+    os.chdir(tmp / "out")  # the test's own working folder, restored by its fixture
+    return _predict(m, _table(tmp), tmp, "--output-mode", "overwrite")
+
+
+def _lock_symlink(tmp: Path, m: Models) -> list[str]:
+    (tmp / "out").mkdir()
+    (tmp / "victim.txt").write_text("keep me")
+    (tmp / "out" / ".mbp.lock").symlink_to(tmp / "victim.txt")
+    return _predict(m, _table(tmp), tmp, "--rowid-filter", "'u00001'")
+
+
 def _rank(tmp: Path, m: Models) -> list[str]:
     (tmp / "scores" / "dt=2026-12-03").mkdir(parents=True)
     (tmp / "scores" / "dt=2026-12-03" / "part-20261203T100500.parquet").write_bytes(b"PAR1junk")
@@ -166,6 +186,9 @@ SETUP: dict[str, Builder] = {
     "output-is-file": _output_is_file,
     "output-unwritable": _unwritable,
     "overwrite-foreign-files": _overwrite_foreign,
+    "overwrite-hidden-files": _overwrite_hidden,
+    "overwrite-working-folder": _overwrite_cwd,
+    "lock-symlink": _lock_symlink,
     "filter-sql-or": _filtered("'1') OR 1=1 --"),
     "filter-sql-drop": _filtered("';DROP TABLE x;--"),
     "filter-unterminated": _filtered("'u00001','u00002"),
