@@ -37,6 +37,8 @@ _FILE_COL = "file_index"
 # Files can vanish between listing and reading when `predict --output-mode overwrite`
 # swaps the dataset; a fresh listing then reads the new state.
 _ATTEMPTS = 3
+# Up to this --limit, the model columns are read after ranking, from the ranked rows' files.
+_LATE_LIMIT = 1_000
 
 
 @dataclass
@@ -156,9 +158,12 @@ def _query(
     rowid_column, info_files, shown = q.rowid_column, q.info_files, q.shown
     rid, score, time = ident(rowid_column), ident("score"), ident("time")
     params: dict[str, Any] = {"threshold": q.threshold, "limit": q.limit or None}
+    model = ident("model") if "model" in pred_cols else "NULL::VARCHAR"
+    version = ident("model_version") if "model_version" in pred_cols else "NULL::VARCHAR"
+    # The model columns are text: carried through the "latest" sort of every row, they cost
+    # a sixth of the query. For a top few they are read afterwards, from those rows' files.
+    late = bool(files) and 0 < q.limit <= _LATE_LIMIT and (model, version) != ("NULL::VARCHAR",) * 2
     if files:
-        model = ident("model") if "model" in pred_cols else "NULL::VARCHAR"
-        version = ident("model_version") if "model_version" in pred_cols else "NULL::VARCHAR"
         where = f"{rid} IS NOT NULL AND {time} IS NOT NULL"
         if q.since is not None:
             newest = _newest_time(con, files, time)
@@ -173,22 +178,20 @@ def _query(
             f"(SELECT NULL::{rowid_type} AS {rid}, NULL::DOUBLE AS {score}, "
             f"NULL::BIGINT AS {time}, NULL::UBIGINT AS {_FILE_COL}) WHERE false"
         )
+    carried = f"{_FILE_COL} AS __file" if late else f"{model} AS __model, {version} AS __version"
     # Latest first, then the threshold: an old high score never stands in for a newer
     # low one. Equal times go to the later batch file; a user twice in one file (the input
     # had the rowid twice) gets the higher score, whatever the order of the rows.
     latest = (
-        f"SELECT {rid} AS __rowid, {score} AS __score, {time} AS __time, "
-        f"{model} AS __model, {version} AS __version FROM {source} "
-        f"QUALIFY row_number() OVER (PARTITION BY {rid} "
+        f"SELECT {rid} AS __rowid, {score} AS __score, {time} AS __time, {carried} "
+        f"FROM {source} QUALIFY row_number() OVER (PARTITION BY {rid} "
         f"ORDER BY {time} DESC, {_FILE_COL} DESC, {score} DESC) = 1"
     )
-    select = [
-        f"s.__rowid AS {rid}",
-        "s.__score AS score",
-        "s.__time AS time",
-        "s.__model AS model",
-        "s.__version AS model_version",
-    ]
+    select = [f"s.__rowid AS {rid}", "s.__score AS score", "s.__time AS time"]
+    if late:
+        select.append("s.__file AS __file")
+    else:
+        select += ["s.__model AS model", "s.__version AS model_version"]
     join = ""
     if info_files is not None:
         key_type = q.info_types[rowid_column]
@@ -210,7 +213,45 @@ def _query(
         "WHERE s.__score >= $threshold AND NOT isnan(s.__score::DOUBLE) "
         "ORDER BY s.__score DESC, s.__rowid ASC LIMIT $limit"
     )
-    return con.sql(sql, params=params).to_arrow_table()
+    table = con.sql(sql, params=params).to_arrow_table()
+    if late:
+        table = _with_models(con, files, table, rowid_column, (model, version), union)
+    return table
+
+
+def _with_models(
+    con: duckdb.DuckDBPyConnection,
+    files: list[str],
+    table: pa.Table,
+    rowid_column: str,
+    columns: tuple[str, str],
+    union: bool,
+) -> pa.Table:
+    """The ranked rows with `model` and `model_version` read from their own batch files
+    (column `__file`: the position in `files`), in place of `__file`."""
+    positions = table.column("__file").to_pylist()
+    chosen = sorted(set(positions))
+    rid = ident(rowid_column)
+    con.register("mbp_ranked", table.select([rowid_column]))
+    try:
+        found = con.sql(
+            f"SELECT $positions[{_FILE_COL}::BIGINT + 1] AS f, {rid} AS r, score AS s, "
+            f"max({columns[0]}) AS m, max({columns[1]}) AS v "
+            f"FROM {_scan('$chosen', union)} WHERE {rid} IN (SELECT {rid} FROM mbp_ranked) "
+            "GROUP BY ALL",
+            params={"chosen": [files[i] for i in chosen], "positions": chosen},
+        ).to_arrow_table()
+    finally:
+        con.unregister("mbp_ranked")
+    by_row = {(f, r, s): (m, v) for f, r, s, m, v in zip(*found.to_pydict().values(), strict=True)}
+    ids, scores = table.column(rowid_column).to_pylist(), table.column("score").to_pylist()
+    keys = zip(positions, ids, scores, strict=True)
+    pairs = [by_row.get(k, (None, None)) for k in keys]
+    table = table.drop_columns(["__file"])
+    for at, name, i in ((3, "model", 0), (4, "model_version", 1)):
+        values = pa.array([p[i] for p in pairs], found.schema.field(3 + i).type)
+        table = table.add_column(at, name, values)
+    return table
 
 
 def rank(

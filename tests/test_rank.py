@@ -672,3 +672,18 @@ def test_a_dataset_folder_with_glob_characters_in_its_name(mbp, tmp_path):
     assert (code, err) == (0, "")
     assert_csv(out, expected(history))
     assert len(parse_csv(out)[1]) == 4
+
+
+@pytest.mark.parametrize("limit", ["2", "1000", "1001", "0"])  # read late, and carried
+def test_each_user_shows_the_model_of_its_latest_batch(mbp, history, limit):
+    history.batch(T0, [("a", 0.9), ("b", 0.95), ("c", 0.8)], model="ltv", version="2026-10")
+    history.batch(T0 + 300, [("a", 0.91), ("c", 0.75)], model="ltv2", version="2026-11")
+    history.batch(T0 + 300, [("b", 0.97)], name_time=T0 + 600, model="x", version="9")
+    history.batch(T0 + 900, [("d", 0.99), ("d", 0.7)], model="ltv3", version="2026-12")
+    code, out, err = mbp("rank", "--predictions", str(history.root), "--limit", limit)
+    assert (code, err) == (0, "")
+    want = expected(history, limit=int(limit))
+    assert_csv(out, want)
+    got = {r["userid"]: (r["model"], r["model_version"]) for r in parse_csv(out)[1]}
+    assert {r["userid"]: (r["model"], r["model_version"]) for r in want} == got
+    assert got.get("a", ("ltv2", "2026-11")) == ("ltv2", "2026-11")
