@@ -231,6 +231,11 @@ def _with_models(
     (column `__file`: the position in `files`), in place of `__file`."""
     positions = table.column("__file").to_pylist()
     chosen = sorted(set(positions))
+    table = table.drop_columns(["__file"])
+    if not chosen:  # nobody ranked
+        for at, name in ((3, "model"), (4, "model_version")):
+            table = table.add_column(at, name, pa.nulls(0, pa.string()))
+        return table
     rid = ident(rowid_column)
     con.register("mbp_ranked", table.select([rowid_column]))
     try:
@@ -247,7 +252,6 @@ def _with_models(
     ids, scores = table.column(rowid_column).to_pylist(), table.column("score").to_pylist()
     keys = zip(positions, ids, scores, strict=True)
     pairs = [by_row.get(k, (None, None)) for k in keys]
-    table = table.drop_columns(["__file"])
     for at, name, i in ((3, "model", 0), (4, "model_version", 1)):
         values = pa.array([p[i] for p in pairs], found.schema.field(3 + i).type)
         table = table.add_column(at, name, values)

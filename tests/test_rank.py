@@ -687,3 +687,15 @@ def test_each_user_shows_the_model_of_its_latest_batch(mbp, history, limit):
     got = {r["userid"]: (r["model"], r["model_version"]) for r in parse_csv(out)[1]}
     assert {r["userid"]: (r["model"], r["model_version"]) for r in want} == got
     assert got.get("a", ("ltv2", "2026-11")) == ("ltv2", "2026-11")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_nobody_at_the_threshold_is_an_empty_ranking(mbp, history, info_file, fmt):
+    standard(history)
+    args = ["--predictions", str(history.root), "--threshold", "0.99", "--format", fmt]
+    code, out, err = mbp("rank", *args)
+    assert (code, err) == (0, "")
+    assert out == ('"userid","score","time","model","model_version"\n' if fmt == "csv" else "[]\n")
+    code, out, err = mbp("rank", *args, "--user-info", info_file[0], "--columns", "name")
+    assert (code, err) == (0, "")
+    assert out.startswith('"userid","score","time","model","model_version","name"') or out == "[]\n"
