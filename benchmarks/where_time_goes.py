@@ -1,8 +1,8 @@
 """Where a filtered predict's time goes as the feature table grows (N and 5N rows, K ids).
 
-In one process, on the benchmark's data (run `make bench` first): DuckDB's filtered scan
-with only the rowid column, the same scan with the model's feature columns too (the floor's
-query), and onnxruntime on the matched rows. Medians of a few runs; DuckDB's profile gives
+In one process, on the benchmark's data (made here if `make bench` has not made it yet):
+DuckDB's filtered scan with only the rowid column, the same scan with the model's feature
+columns too (the floor's query), and onnxruntime on the matched rows. Medians of a few runs; DuckDB's profile gives
 the rows the Parquet scan emitted and the row groups it read.
 
     .venv/bin/python benchmarks/where_time_goes.py --scale full
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -85,7 +86,9 @@ def measure(features: str, ids_file: str, model: str, repeats: int) -> dict[str,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", choices=sorted(generate.SCALES), default="quick")
+    parser.add_argument(
+        "--scale", choices=sorted(generate.SCALES), default=os.environ.get("BENCH_SCALE") or "quick"
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--dir", type=Path, default=generate.default_dir())
     parser.add_argument("--repeats", type=int, default=5)
