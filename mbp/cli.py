@@ -252,11 +252,24 @@ TimezoneOpt = Annotated[
         "(default: the machine's zone, like cron).",
     ),
 ]
+
+
+def _given_empty(ctx: click.Context, param: Any, value: str | None) -> str | None:
+    """`--scheduled-time "$T"` with T unset would silently mean "now": say so instead."""
+    if value == "" and ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE:
+        raise UsageError(
+            "--scheduled-time is given but empty (an unset shell variable?); give a time, "
+            "or leave the flag out to use now"
+        )
+    return value
+
+
 ScheduledOpt = Annotated[
     str | None,
     typer.Option(
         "--scheduled-time",
         envvar=_env("scheduled_time"),
+        callback=_given_empty,
         help="End of the batch, ISO-8601 or epoch seconds (default: now, floored to the window).",
     ),
 ]
@@ -568,8 +581,6 @@ def rank_command(
         limit=limit,
         since=None if since is None or since == "" else tw.parse_duration(since, "--since"),
     )
-    for warning in result.warnings:
-        print(f"mbp: warning: {warning}", file=sys.stderr)
     if chosen == "parquet":
         core.write_parquet(result.table, _required(output, "--output", _env("rank_output")))
     elif chosen == "table":
@@ -588,6 +599,9 @@ def rank_command(
             write_text(buf.getvalue(), output)
     else:
         write_text(core.to_text(result.table, chosen), output)
+    # After the output: a run that fails says one thing, its error.
+    for warning in result.warnings:
+        print(f"mbp: warning: {warning}", file=sys.stderr)
 
 
 # --- predict ---------------------------------------------------------------------------
@@ -782,7 +796,7 @@ def predict_command(
     dry_run: Annotated[
         bool,
         typer.Option(
-            "--dry-run",
+            "--dry-run/--no-dry-run",
             envvar=_env("dry_run"),
             help="Report matches, feature mapping, output file and query plan; write nothing.",
         ),
@@ -790,11 +804,16 @@ def predict_command(
     as_json: Annotated[
         bool,
         typer.Option(
-            "--json", envvar=_env("predict_json"), help="Print the summary as JSON on stdout."
+            "--json/--no-json",
+            envvar=_env("predict_json"),
+            help="Print the summary as JSON on stdout.",
         ),
     ] = False,
     quiet: Annotated[
-        bool, typer.Option("-q", "--quiet", envvar=_env("quiet"), help="No summary on stderr.")
+        bool,
+        typer.Option(
+            "-q", "--quiet/--no-quiet", envvar=_env("quiet"), help="No summary on stderr."
+        ),
     ] = False,
     config_file: ConfigOpt = None,
 ) -> None:

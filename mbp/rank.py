@@ -154,6 +154,7 @@ def _query(
     rowid_type: str,
     q: _Settings,
     union: bool = True,
+    late_models: bool = True,
 ) -> pa.Table:
     rowid_column, info_files, shown = q.rowid_column, q.info_files, q.shown
     rid, score, time = ident(rowid_column), ident("score"), ident("time")
@@ -162,7 +163,13 @@ def _query(
     version = ident("model_version") if "model_version" in pred_cols else "NULL::VARCHAR"
     # The model columns are text: carried through the "latest" sort of every row, they cost
     # a sixth of the query. For a top few they are read afterwards, from those rows' files.
-    late = bool(files) and 0 < q.limit <= _LATE_LIMIT and (model, version) != ("NULL::VARCHAR",) * 2
+    late = (
+        late_models
+        and bool(files)
+        and 0 < q.limit <= _LATE_LIMIT
+        and (model, version) != ("NULL::VARCHAR",) * 2
+        and _FILE_COL not in pred_cols  # a real column of that name hides the file's index
+    )
     if files:
         where = f"{rid} IS NOT NULL AND {time} IS NOT NULL"
         if q.since is not None:
@@ -215,7 +222,10 @@ def _query(
     )
     table = con.sql(sql, params=params).to_arrow_table()
     if late:
-        table = _with_models(con, files, table, rowid_column, (model, version), union)
+        with_models = _with_models(con, files, table, rowid_column, (model, version), union)
+        if with_models is None:  # a ranked row's file changed or will not say: one pass
+            return _query(con, files, pred_cols, rowid_type, q, union, late_models=False)
+        table = with_models
     return table
 
 
@@ -228,7 +238,9 @@ def _with_models(
     union: bool,
 ) -> pa.Table:
     """The ranked rows with `model` and `model_version` read from their own batch files
-    (column `__file`: the position in `files`), in place of `__file`."""
+    (column `__file`: the position in `files`), in place of `__file`. None when a file
+    cannot answer for its row: it was replaced since (a re-run of its batch), or its
+    columns do not match the query's."""
     positions = table.column("__file").to_pylist()
     chosen = sorted(set(positions))
     table = table.drop_columns(["__file"])
@@ -239,21 +251,25 @@ def _with_models(
     rid = ident(rowid_column)
     con.register("mbp_ranked", table.select([rowid_column]))
     try:
-        found = con.sql(
+        found: pa.Table = con.sql(
             f"SELECT $positions[{_FILE_COL}::BIGINT + 1] AS f, {rid} AS r, score AS s, "
             f"max({columns[0]}) AS m, max({columns[1]}) AS v "
             f"FROM {_scan('$chosen', union)} WHERE {rid} IN (SELECT {rid} FROM mbp_ranked) "
             "GROUP BY ALL",
             params={"chosen": [files[i] for i in chosen], "positions": chosen},
         ).to_arrow_table()
+    except duckdb.Error:
+        return None
     finally:
         con.unregister("mbp_ranked")
     by_row = {(f, r, s): (m, v) for f, r, s, m, v in zip(*found.to_pydict().values(), strict=True)}
     ids, scores = table.column(rowid_column).to_pylist(), table.column("score").to_pylist()
     keys = zip(positions, ids, scores, strict=True)
-    pairs = [by_row.get(k, (None, None)) for k in keys]
+    pairs = [by_row.get(k) for k in keys]
+    if any(p is None for p in pairs):
+        return None
     for at, name, i in ((3, "model", 0), (4, "model_version", 1)):
-        values = pa.array([p[i] for p in pairs], found.schema.field(3 + i).type)
+        values = pa.array([p[i] for p in pairs if p is not None], found.schema.field(3 + i).type)
         table = table.add_column(at, name, values)
     return table
 
@@ -275,8 +291,13 @@ def rank(
     """
     if math.isnan(threshold):
         raise UsageError("--threshold must be a number, not nan")
-    if limit < 0:
-        raise UsageError(f"--limit must be 0 (all) or more, got {limit}")
+    if not 0 <= limit <= 2**62:
+        raise UsageError(f"--limit must be 0 (all) or a number of users, got {limit}")
+    if rowid_column in _SCORE_COLUMNS:
+        raise UsageError(
+            f"--rowid-column {rowid_column!r} is one of the score columns "
+            f"({', '.join(_SCORE_COLUMNS)}); give the id column's name"
+        )
     if since is not None and since < 0:
         raise UsageError("--since must not be negative")
     if columns is not None and user_info is None:
@@ -287,6 +308,12 @@ def rank(
     if user_info is not None:
         q.info_files = sources.parquet_files(user_info, "user info")
         q.info_types = describe(con, q.info_files, "user info")
+        for name in (_FILE_COL, "file_row_number"):
+            if name in q.info_types:
+                raise UsageError(
+                    f"the user info has a column {name!r}, a name DuckDB reserves for its "
+                    "own row bookkeeping; rename it in the file"
+                )
         require_column(q.info_types, rowid_column, "user info", "--rowid-column")
         q.shown = _info_columns(q.info_types, rowid_column, columns, warnings)
     table = _read(con, predictions, q)
@@ -319,6 +346,10 @@ def _read_same_schema(
     try:
         rowid_type = _prediction_columns(first, q.rowid_column)
     except UsageError:
+        return None
+    # Without union_by_name every file is read with the first file's types: only the widest
+    # types (as mbp writes them) take a float32 or decimal score elsewhere without loss.
+    if (first["score"], first["time"]) != ("DOUBLE", "BIGINT"):
         return None
     if q.info_types.get(q.rowid_column, rowid_type) != rowid_type:
         return None

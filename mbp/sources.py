@@ -24,22 +24,39 @@ def _visible(path: Path) -> bool:
     return not any(part.startswith((".", "_")) for part in path.parts if part not in (".", ".."))
 
 
-def _walk(folder: str, prefix: str) -> Iterator[str]:
-    """The visible `*.parquet` files below `folder`, named `prefix` + relative path, like
-    Path.rglob (symlinked folders are not entered, unreadable ones skipped) but from
-    os.scandir's cached entry types: 8,640 batch files list in 0.02 s instead of 0.18 s."""
-    try:
-        with os.scandir(folder) as it:
-            entries = list(it)
-    except PermissionError:
-        return
+def _walk(folder: int, prefix: str) -> Iterator[str]:
+    """The visible `*.parquet` files below the open directory `folder`, named `prefix` +
+    relative path. It descends by directory descriptor, not by name, so an overwrite that
+    swaps the dataset meanwhile yields one tree, the old or the new, never half of each.
+    Like Path.rglob, symlinked folders are not entered and unreadable ones skipped, but
+    from os.scandir's cached entry types: 8,640 batch files list in 0.02 s, not 0.18 s."""
+    with os.scandir(folder) as it:
+        entries = list(it)
     for entry in entries:
         if entry.name.startswith((".", "_")):
             continue
         if entry.is_dir(follow_symlinks=False):
-            yield from _walk(entry.path, f"{prefix}{entry.name}/")
+            try:
+                sub = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=folder)
+            except (PermissionError, FileNotFoundError):
+                continue  # unreadable, or removed since it was listed
+            try:
+                yield from _walk(sub, f"{prefix}{entry.name}/")
+            finally:
+                os.close(sub)
         elif entry.name.endswith(".parquet") and entry.is_file():
             yield prefix + entry.name
+
+
+def _tree(top: str) -> list[str]:
+    try:
+        fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    except PermissionError:
+        return []
+    try:
+        return sorted(_walk(fd, "" if top == "." else os.path.join(top, "")))
+    finally:
+        os.close(fd)
 
 
 def parquet_files(path: str, what: str = "input") -> list[str]:
@@ -55,8 +72,7 @@ def parquet_files(path: str, what: str = "input") -> list[str]:
     if p.is_file():
         return [str(p)]
     if p.is_dir():
-        top = str(p)
-        files = sorted(_walk(top, "" if top == "." else os.path.join(top, "")))
+        files = _tree(str(p))
         if not files:
             raise UsageError(
                 f"no Parquet files under the {what} directory {path!r}; "

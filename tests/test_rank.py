@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, date, datetime
@@ -699,3 +700,105 @@ def test_nobody_at_the_threshold_is_an_empty_ranking(mbp, history, info_file, fm
     code, out, err = mbp("rank", *args, "--user-info", info_file[0], "--columns", "name")
     assert (code, err) == (0, "")
     assert out.startswith('"userid","score","time","model","model_version","name"') or out == "[]\n"
+
+
+def test_a_batch_rewritten_between_ranking_and_reading_its_models(mbp, history, monkeypatch):
+    """A retry of a batch replaces its file while rank runs: the models are then read in
+    one pass over the files as they are now, never left empty."""
+    from mbp import rank as core
+
+    history.batch(T0, [("a", 0.9), ("b", 0.8)], version="2026-10")
+    latest = history.batch(T0 + 300, [("a", 0.95), ("c", 0.85)], version="2026-11")
+    real = core._with_models
+
+    def rerun_first(*args, **kwargs):
+        history.batch(T0 + 300, [("a", 0.96), ("c", 0.84)], version="2026-12")  # same file
+        monkeypatch.setattr(core, "_with_models", real)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core, "_with_models", rerun_first)
+    code, out, err = mbp("rank", "--predictions", str(history.root), "--limit", "5")
+    assert (code, err) == (0, "")
+    assert latest.exists()
+    assert_csv(out, expected(history, limit=5))
+    assert {r["model_version"] for r in parse_csv(out)[1] if r["userid"] in "ac"} == {"2026-12"}
+
+
+def test_a_real_file_index_column(mbp, tmp_path):
+    """A column named file_index hides DuckDB's own: the models are then carried."""
+    history = History(tmp_path / "p")
+    for i, (t, version) in enumerate(((T0, "v1"), (T0 + 300, "v2"))):
+        path = history.batch(t, [("a", 0.9 + i / 100), ("b", 0.8)], version=version)
+        table = pq.read_table(path)
+        pq.write_table(table.append_column("file_index", pa.array([7, 7], pa.int64())), path)
+    code, out, err = mbp("rank", "--predictions", str(history.root), "--limit", "1")
+    assert (code, err) == (0, "")
+    assert [(r["userid"], r["model_version"]) for r in parse_csv(out)[1]] == [("a", "v2")]
+
+
+def test_uuid_rowids_written_by_another_tool(mbp, tmp_path):
+    import uuid
+
+    folder = tmp_path / "p" / "dt=2026-12-03"
+    folder.mkdir(parents=True)
+    keys = [uuid.UUID(int=i) for i in (1, 2)]
+    for i, score in enumerate((0.8, 0.9)):
+        pq.write_table(
+            pa.table({
+                "userid": pa.array([k.bytes for k in keys], pa.uuid()),
+                "score": [score, 0.1], "time": [T0 + i, T0 + i],
+                "model": ["m", "m"], "model_version": [f"v{i}", f"v{i}"],
+            }),
+            folder / f"part-{i}.parquet",
+        )  # fmt: skip
+    code, out, err = mbp("rank", "--predictions", str(tmp_path / "p"))
+    assert (code, err) == (0, "")
+    assert [(r["userid"], r["score"], r["model_version"]) for r in parse_csv(out)[1]] == [
+        (str(keys[0]), "0.9", "v1")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--rowid-column", "score"], "--rowid-column 'score' is one of the score columns"),
+        (["--limit", str(10**20)], "--limit must be 0 (all) or a number of users"),
+    ],
+)
+def test_more_bad_rank_options(mbp, history, args, needle):
+    standard(history)
+    one_error(mbp("rank", "--predictions", str(history.root), *args), 2, needle)
+
+
+@pytest.mark.parametrize("name", ["file_row_number", "file_index"])
+def test_user_info_with_a_reserved_column_name(mbp, history, tmp_path, name):
+    standard(history)
+    info = tmp_path / "info.parquet"
+    pq.write_table(pa.table({"userid": ["a"], name: [1]}), info)
+    one_error(
+        mbp("rank", "--predictions", str(history.root), "--user-info", str(info)),
+        2,
+        f"the user info has a column {name!r}, a name DuckDB reserves",
+    )
+
+
+def test_a_listing_during_a_swap_sees_one_tree(tmp_path):
+    """The dataset is swapped (as --output-mode overwrite does) in the middle of a listing:
+    the listing is of the old tree or the new one, never a mix or a vanished folder."""
+    root, other = tmp_path / "p", tmp_path / "q"
+    for base, days in ((root, ("2026-12-01", "2026-12-02")), (other, ("2026-12-03",))):
+        for day in days:
+            (base / f"dt={day}").mkdir(parents=True)
+            for n in (1, 2):
+                (base / f"dt={day}" / f"part-{n}.parquet").write_bytes(b"")
+    old = sorted(str(p) for p in root.rglob("*.parquet"))
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        walk = sources._walk(fd, f"{root}/")
+        first = next(walk)
+        os.rename(root, tmp_path / "old")
+        os.rename(other, root)  # root now names the new tree
+        listed = sorted([first, *walk])
+    finally:
+        os.close(fd)
+    assert listed == old

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+DEC = pa.decimal128(3, 2)
 T0 = int(datetime(2026, 12, 3, 10, 0, tzinfo=UTC).timestamp())
 
 
@@ -125,6 +127,22 @@ def scored(userid: pa.Array, score: pa.Array, model: str) -> dict[str, pa.Array]
             ],
             id="same-columns",
         ),
+        # Read with the first file's types, 0.70000001 would become float32 0.7 and
+        # 0.123456789012345 lose its digits.
+        pytest.param(
+            [
+                scored(ids("a", "b"), pa.array([0.5, 0.25], pa.float32()), "m"),
+                scored(ids("c", "d", "e"), scores(0.70000001, 0.123456789012345, 0.6999999), "n"),
+            ],
+            id="first-file-float32-score",
+        ),
+        pytest.param(
+            [
+                scored(ids("a", "b"), pa.array([Decimal("0.50"), Decimal("0.90")], DEC), "m"),
+                scored(ids("c", "d"), scores(0.496, 0.123456789012345), "n"),
+            ],
+            id="first-file-decimal-score",
+        ),
     ],
 )
 def test_rank_over_files_with_different_columns(mbp, tmp_path: Path, batches) -> None:  # type: ignore[no-untyped-def]
@@ -134,8 +152,14 @@ def test_rank_over_files_with_different_columns(mbp, tmp_path: Path, batches) ->
     want = by_hand(root)
     got = ranked(mbp, root)
     assert [(u, m) for u, _, m in got] == [(u, m) for u, _, m in want]
-    assert [s for _, s, _ in got] == pytest.approx([s for _, s, _ in want], abs=1e-6)
+    assert [s for _, s, _ in got] == [float(s) for _, s, _ in want]  # to the last digit
     assert got, "the case must rank someone, or it checks nothing"
+    for limit in ("1", "0"):  # models read after ranking, and carried through it
+        code, out, err = mbp("rank", "--predictions", str(root), "--threshold", "0.1",
+                             "--limit", limit, "--format", "csv")  # fmt: skip
+        assert code == 0, err
+        rows = [(r["userid"], r["model"] or None) for r in csv.DictReader(io.StringIO(out))]
+        assert rows == [(u, m) for u, _, m in by_hand(root, 0.1)][: int(limit) or None]
 
 
 def test_rank_refuses_a_later_text_score(mbp, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
