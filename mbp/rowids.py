@@ -23,8 +23,14 @@ if TYPE_CHECKING:
 # pyarrow.compute (35 ms more) is imported only for ids that are not text.
 
 # Bare ids are words in any script, with . : @ + - (numbers, UUIDs, e-mails, josé).
-_ITEM = re.compile(r"[ \t\r]*(?:'((?:[^']|'')*)'|([\w.:@+\-]+))[ \t\r]*")
+_ITEM = re.compile(r"[ \t\r]*(?:'((?:[^']|'')*)'|([\w.:@+\-]+))[ \t\r]*")  # = _BARE
 _BLANK = re.compile(r"[ \t\r\n]*")
+_BARE = re.compile(r"[\w.:@+\-]+")
+
+
+def is_bare(rowid: str) -> bool:
+    """Whether `rowid` reads back as itself without quotes (one id per line)."""
+    return _BARE.fullmatch(rowid) is not None
 
 
 def read_filter(value: str, stdin: TextIO | None) -> str:

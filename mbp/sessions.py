@@ -8,7 +8,7 @@ from datetime import UTC, tzinfo
 import duckdb
 
 from mbp.errors import RuntimeFailure, UsageError
-from mbp.rowids import format_quoted
+from mbp.rowids import format_quoted, is_bare
 from mbp.sources import (
     INTEGER_TYPES,
     describe,
@@ -84,11 +84,12 @@ def format_ids(ids: list[str] | list[int], fmt: str) -> str:
     if fmt == "quoted":
         return format_quoted(ids)
     if fmt == "lines":
-        bad = next((i for i in ids if "\n" in str(i) or "\r" in str(i)), None)
+        # One id per line, bare: what `predict --rowid-filter` reads back as the same ids.
+        bad = next((i for i in ids if not is_bare(str(i))), None)
         if bad is not None:
             raise UsageError(
-                f"id {bad!r} contains a line break, which --format lines cannot carry; "
-                "use --format quoted or json"
+                f"id {bad!r} has a character that one id per line cannot carry as it is "
+                "(a space, a comma, a quote, a line break...); use --format quoted or json"
             )
         return "\n".join(str(i) for i in ids)
     if fmt == "json":

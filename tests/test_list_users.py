@@ -123,7 +123,17 @@ def test_json_and_lines_for_text_ids(mbp, tmp_path: Path) -> None:
     args = ["list-users", "--sessions", str(path), "--scheduled-time", END.isoformat()]
     want = expected(ids, times, int(START.timestamp()), int(END.timestamp()))
     assert json.loads(mbp(*args, "--format", "json")[1]) == want
-    assert mbp(*args, "--format", "lines")[1].splitlines() == want
+    # One id per line only carries ids that read back as themselves without quotes.
+    code, out, err = mbp(*args, "--format", "lines")
+    assert (code, out) == (2, "")
+    assert "has a character that one id per line cannot carry" in err
+    plain = tmp_path / "plain.parquet"
+    bare = ["00012", "josé", "a.b@example.com", "550e8400-e29b-41d4"]
+    pq.write_table(pa.table({"userid": bare, "time": [int(START.timestamp())] * 4}), plain)
+    args[2] = str(plain)
+    code, out, err = mbp(*args, "--format", "lines")
+    assert (code, err) == (0, "")
+    assert out.splitlines() == sorted(bare)
 
 
 def test_no_active_users_is_an_empty_line(mbp, tmp_path: Path) -> None:
@@ -301,6 +311,7 @@ def test_scan_prunes_row_groups_outside_the_window(mbp, tmp_path: Path) -> None:
         (["--sessions", "{tmp}/s.parquet", "--timezone", "Mars/Olympus"], "unknown time zone"),
         (["--sessions", "{tmp}/s.parquet", "--scheduled-time", "yesterday"], "is not a time"),
         (["--sessions", "{tmp}/s.parquet", "--window", "99999999d"], "longer than a century"),
+        (["--sessions", "{tmp}/s.parquet", "--scheduled-time", ""], "is given but empty"),
         (["--sessions", "{tmp}/s.parquet", "--lookback", "40000d"], "longer than a century"),
         (["--sessions", "{tmp}/s.parquet", "--scheduled-time", "1e30"], "is not a time"),
         (

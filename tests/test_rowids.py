@@ -100,3 +100,15 @@ def test_any_text_parses_or_is_refused(text: str) -> None:
     # Whatever parses is a list of plain strings that formats back to the same list.
     assert all(isinstance(i, str) for i in ids)
     assert rowids.parse(rowids.format_quoted(ids)) == ids
+
+
+@given(ids_strategy)
+def test_lines_output_parses_back_or_is_refused(ids: list[str]) -> None:
+    distinct = sorted(set(ids))
+    try:
+        text = format_ids(distinct, "lines")
+    except UsageError as exc:
+        assert "one id per line cannot carry" in str(exc)
+        assert not all(rowids.is_bare(i) for i in distinct)
+        return
+    assert rowids.parse(text) == distinct
