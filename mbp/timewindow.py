@@ -132,7 +132,20 @@ def floor_time(instant: datetime, step: int, tz: tzinfo) -> datetime:
     # earlier pass; never go forward in time.
     if result.timestamp() > instant.timestamp():
         result = _at_wall(local.date(), floored, tz, fold=0)
+    # A step that does not divide an hour can land in the hour a spring-forward skips
+    # (02:55 when clocks jump from 02:00 to 03:00): take the grid time before the gap.
+    while not _exists(result, tz) or result.timestamp() > instant.timestamp():
+        floored -= step
+        if floored < 0:
+            return datetime.fromtimestamp(instant.timestamp() // step * step, UTC)
+        result = _at_wall(local.date(), floored, tz)
     return result
+
+
+def _exists(wall: datetime, tz: tzinfo) -> bool:
+    """Whether the wall time `wall` happens in `tz` (not in a spring-forward gap)."""
+    back = wall.astimezone(UTC).astimezone(tz)
+    return back.replace(tzinfo=None, fold=0) == wall.replace(tzinfo=None, fold=0)
 
 
 def _at_wall(day: date, seconds: int, tz: tzinfo, fold: int = 0) -> datetime:

@@ -8,6 +8,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mbp import timewindow as tw
 from mbp.errors import UsageError
@@ -129,3 +131,28 @@ def test_a_tz_mbp_cannot_read_says_so(monkeypatch, tz: str, needle: str) -> None
     with pytest.raises(UsageError, match=needle):
         tw.zone(None)
     assert tw.zone("UTC") is UTC  # --timezone still works
+
+
+def test_floor_never_lands_in_a_spring_forward_gap() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    # 03:00:02 CEST, just after the jump from 02:00 CET: the 7-minute grid's 02:55 does
+    # not exist, and taken as 02:55 CET it would be 55 minutes in the future.
+    got = tw.floor_time(datetime(2026, 3, 29, 1, 0, 2, tzinfo=UTC), 420, berlin)
+    assert got == datetime(2026, 3, 29, 0, 59, tzinfo=UTC)  # 01:59 CET, before the gap
+
+
+@settings(max_examples=300)
+@given(
+    when=st.datetimes(
+        min_value=datetime(2026, 1, 1), max_value=datetime(2027, 1, 1), timezones=st.just(UTC)
+    ),
+    step=st.sampled_from([60, 300, 420, 900, 1800, 3600, 5400, 7200, 86400]),
+    zone=st.sampled_from(["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "UTC"]),
+)
+def test_floor_is_a_real_time_at_or_before_now(when: datetime, step: int, zone: str) -> None:
+    tz = tw.zone(zone)
+    got = tw.floor_time(when, step, tz)
+    assert got.timestamp() <= when.timestamp()
+    assert when.timestamp() - got.timestamp() < step + 3600  # at most a gap's hour more
+    wall = got.astimezone(UTC).astimezone(tz)
+    assert wall.replace(tzinfo=None) == got.replace(tzinfo=None)  # a wall time that exists
