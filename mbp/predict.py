@@ -47,13 +47,17 @@ class Plan:
     target: Path
 
 
+# DuckDB's virtual columns: a real one of that name would hide the one `rank` relies on.
+VIRTUAL = ("file_index", "file_row_number", "filename")
+
+
 def _keep(keep: list[str], table: dict[str, str], rowid_column: str) -> list[str]:
-    reserved = {rowid_column, *OUTPUT_COLUMNS, PARTITION}
+    reserved = {rowid_column, *OUTPUT_COLUMNS, PARTITION, *VIRTUAL}
     for name in keep:
         require_column(table, name, "input table", "--keep-columns")
         if name in reserved:
             raise UsageError(
-                f"--keep-columns {name!r} clashes with an output column "
+                f"--keep-columns {name!r} clashes with a name the output dataset reserves "
                 f"({', '.join(sorted(reserved))}); drop it from --keep-columns"
             )
     return list(dict.fromkeys(keep))

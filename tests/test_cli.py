@@ -194,3 +194,13 @@ def test_mbp_alone_shows_the_help_on_stderr(mbp) -> None:
     assert (code, out) == (2, "")
     assert err.startswith("Usage: mbp [OPTIONS] COMMAND")
     assert "list-users" in err and "\n  predict " in err
+
+
+def test_a_flag_turns_off_what_the_config_file_turns_on(mbp, tmp_path) -> None:
+    cfg = tmp_path / "mbp.toml"
+    cfg.write_text("[predict]\nquiet = true\njson = true\n")
+    code, out, err = mbp(*predict_args(tmp_path), "--config", str(cfg), "--no-quiet", "--no-json")
+    assert (code, out) == (0, "")
+    assert err.startswith("mbp predict: ")
+    code, out, err = mbp(*predict_args(tmp_path), "--config", str(cfg))
+    assert code == 0 and err == "" and json.loads(out)["rows_written"] == 50

@@ -659,7 +659,9 @@ def _bad_tables() -> dict[str, pa.Table]:
         "nan": with_nan,
         "inf": with_inf,
         "nullcity": null_city,
-        "named": t.append_column("time", t["userid"]).append_column("dt", t["userid"]),
+        "named": t.append_column("time", t["userid"])
+        .append_column("dt", t["userid"])
+        .append_column("file_index", t["uid"]),
     }
 
 
@@ -713,11 +715,12 @@ BAD = [
         "ok",
         "tensor",
         ["--keep-columns", "userid"],
-        "--keep-columns 'userid' clashes with an output column",
+        "--keep-columns 'userid' clashes with a name the output dataset reserves",
     ),
     ("ok", "tensor", ["--keep-columns", "nope"], "has no column 'nope'"),
     # `dt` is the output's partition key: every reader would see that, not the column.
     ("named", "tensor", ["--keep-columns", "dt"], "--keep-columns 'dt' clashes"),
+    ("named", "tensor", ["--keep-columns", "file_index"], "--keep-columns 'file_index' clashes"),
     *(
         ("named", "tensor", ["--rowid-column", name], f"--rowid-column {name!r} is the name of")
         for name in ("time", "dt")
