@@ -57,7 +57,11 @@ class MbpGroup(TyperGroup):
                 raise
             message = f"unexpected {type(exc).__name__}: {exc} (run with MBP_DEBUG=1 for details)"
             code = 1
-        # A library may have swallowed or wrapped the signal's exception; the signal decides.
+        # The run is over: from here a signal takes its default action (the shell still sees
+        # 130/143), where a handler's exception could be lost in the interpreter's shutdown
+        # and the run exit 0. A library may have swallowed or wrapped the signal's
+        # exception; the signal decides.
+        interrupts.restore()
         stop = interrupts.received()
         if stop is not None:
             message, code = str(stop), stop.exit_code
@@ -287,6 +291,7 @@ def _required(value: str | None, option: str, env: str | None = None) -> str:
 
 def write_text(text: str, output: str | None) -> None:
     """Text to stdout, or to a file, whole or not at all (see mbp.output)."""
+    interrupts.check()  # a signal that arrived while modules loaded: print nothing
     if output is None or output == "-":
         if sys.stdout is None:  # started with stdout closed (`>&-`)
             raise RuntimeFailure("standard output is closed; redirect it or give -o FILE")

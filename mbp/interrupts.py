@@ -24,9 +24,28 @@ def install() -> None:
         signal.signal(signum, _handle)
 
 
+def restore() -> None:
+    """Give SIGINT and SIGTERM back their default action: they end the process at once."""
+    for signum in _MESSAGES:
+        signal.signal(signum, signal.SIG_DFL)
+
+
+def _importing(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _handle(signum: int, frame: FrameType | None) -> None:
     global _received
     _received = signum
+    # An exception raised inside a native module's initialisation (DuckDB's nanobind
+    # enums) aborts the process; nothing is written while modules load, so the signal
+    # waits for the next check(): before a batch is written, committed or printed.
+    if _importing(frame):
+        return
     raise Interrupted(_MESSAGES[signal.Signals(signum)], exit_code=128 + signum)
 
 

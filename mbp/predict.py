@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from mbp import dataset, rowids
+from mbp import dataset, interrupts, rowids
 from mbp import model as mdl
 from mbp.errors import RuntimeFailure, UsageError
 from mbp.sources import describe, first_line, ident, parquet_files, require_column, scan_sql
@@ -278,6 +278,7 @@ def run(
         raise UsageError(f"--lock-timeout must be zero or more seconds, got {lock_timeout}")
     started = time.perf_counter()
     loaded = mdl.load(mdl.resolve(model, models_dir))
+    interrupts.check()  # a signal while onnxruntime loaded: stop before the scan
     model_loaded = time.perf_counter()
     con = duckdb.connect()
     p = plan(
