@@ -215,9 +215,13 @@ def _query(
         select += [f"i.{ident(c)}" for c in shown]
         select += ["i.__key IS NOT NULL AS __matched", "coalesce(i.__copies, 0) AS __copies"]
         params["info_files"] = info_files
+    # A NaN score ranks nobody. DuckDB sorts NaN above every number, and takes a file's
+    # min/max statistics (pyarrow leaves NaN out of them) for proof that a column holds no
+    # NaN, so it drops a plain isnan(score); it does not look through the CASE.
+    score_value = "CASE WHEN s.__score IS NULL THEN NULL ELSE s.__score::DOUBLE END"
     sql = (
         f"SELECT {', '.join(select)} FROM ({latest}) s {join} "
-        "WHERE s.__score >= $threshold AND NOT isnan(s.__score::DOUBLE) "
+        f"WHERE s.__score >= $threshold AND NOT isnan({score_value}) "
         "ORDER BY s.__score DESC, s.__rowid ASC LIMIT $limit"
     )
     table = con.sql(sql, params=params).to_arrow_table()
@@ -316,6 +320,12 @@ def rank(
                 )
         require_column(q.info_types, rowid_column, "user info", "--rowid-column")
         q.shown = _info_columns(q.info_types, rowid_column, columns, warnings)
+        internal = next((c for c in q.shown if c.startswith("__")), None)
+        if internal is not None:
+            raise UsageError(
+                f"the user info column {internal!r} starts with '__', as rank's own working "
+                "columns do; rename it, or leave it out with --columns"
+            )
     table = _read(con, predictions, q)
     if q.info_files is not None:
         missing = table.column("__matched").to_pylist().count(False)
@@ -348,8 +358,10 @@ def _read_same_schema(
     except UsageError:
         return None
     # Without union_by_name every file is read with the first file's types: only the widest
-    # types (as mbp writes them) take a float32 or decimal score elsewhere without loss.
-    if (first["score"], first["time"]) != ("DOUBLE", "BIGINT"):
+    # (as mbp writes them) take another file's float32 or decimal score without loss, and
+    # only text ids another file's integers (12 stays '12'; read as integers, a text '012'
+    # would become user 12).
+    if (first["score"], first["time"], rowid_type) != ("DOUBLE", "BIGINT", "VARCHAR"):
         return None
     if q.info_types.get(q.rowid_column, rowid_type) != rowid_type:
         return None

@@ -802,3 +802,41 @@ def test_a_listing_during_a_swap_sees_one_tree(tmp_path):
     finally:
         os.close(fd)
     assert listed == old
+
+
+@pytest.mark.parametrize("limit", ["1", "0"])
+@pytest.mark.parametrize("files", [1, 2])
+def test_a_nan_score_ranks_nobody(mbp, history, limit, files):
+    """pyarrow writes min/max statistics without the NaN: DuckDB must not take them for
+    proof that there is none (NaN sorts above every number)."""
+    if files == 2:
+        history.batch(T0, [("old", 0.99), ("b", 0.8)])
+    else:
+        history.batch(T0 + 300, [("b", 0.8)], name_time=T0)
+    history.batch(T0 + 300, [("nan", float("nan")), ("old", float("nan")), ("a", 0.9)])
+    code, out, err = mbp("rank", "--predictions", str(history.root), "--limit", limit)
+    assert (code, err) == (0, "")
+    ids = [r["userid"] for r in parse_csv(out)[1]]
+    assert ids == ["a", "b"][: int(limit) or None]  # "old"'s latest score is NaN
+
+
+def test_a_nan_score_in_a_single_file(mbp, tmp_path):
+    history = History(tmp_path / "p")
+    history.batch(T0, [("n", float("nan")), ("a", 0.9), ("b", 0.8)])
+    for limit in ("1", "0"):
+        rows = run_csv(mbp, "--predictions", str(history.root), "--limit", limit)
+        assert [r["userid"] for r in rows] == ["a", "b"][: int(limit) or None]
+
+
+def test_user_info_columns_named_like_rank_working_columns_are_refused(mbp, history, tmp_path):
+    history.batch(T0, [("a", 0.9)])
+    info = tmp_path / "info.parquet"
+    pq.write_table(pa.table({"userid": ["a"], "__matched": [False]}), info)
+    args = ["rank", "--predictions", str(history.root), "--user-info", str(info)]
+    code, out, err = mbp(*args)
+    assert (code, out) == (2, "")
+    assert err.startswith("mbp: error: the user info column '__matched' starts with '__'")
+    assert err.count("\n") == 1
+    code, out, err = mbp(*args, "--columns", "userid")  # left out, it is no trouble
+    assert (code, err) == (0, "")
+    assert_csv(out, expected(history))

@@ -143,6 +143,14 @@ def scored(userid: pa.Array, score: pa.Array, model: str) -> dict[str, pa.Array]
             ],
             id="first-file-decimal-score",
         ),
+        # Read as the first file's integers, a later text '012' would become user 12.
+        pytest.param(
+            [
+                scored(pa.array([12, 5], pa.int64()), scores(0.9, 0.6), "m"),
+                scored(ids("012", "5"), scores(0.8, 0.7), "n"),
+            ],
+            id="first-file-integer-ids-later-text",
+        ),
     ],
 )
 def test_rank_over_files_with_different_columns(mbp, tmp_path: Path, batches) -> None:  # type: ignore[no-untyped-def]
