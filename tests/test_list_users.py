@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -169,14 +170,45 @@ def test_hive_directory_and_glob(mbp, tmp_path: Path) -> None:
         folder = root / f"dt={day}" / "hour=10"
         folder.mkdir(parents=True)
         pq.write_table(pa.table({"userid": ids, "time": times}), folder / "part-0.parquet")
-    # An in-progress file of some writer must never be read.
+    # An in-progress file of some writer must never be read, nor a hidden or staging folder.
     (root / "dt=2026-12-03" / "hour=10" / ".part-1.parquet").write_bytes(b"not parquet")
+    for hidden in (".staging", "_tmp"):
+        (root / hidden).mkdir()
+        (root / hidden / "part-0.parquet").write_bytes(b"not parquet")
     args = ["--scheduled-time", END.isoformat()]
     assert mbp("list-users", "--sessions", str(root), *args)[:2] == (0, "'x','y'\n")
     pattern = str(root / "dt=2026-12-03" / "*" / "*.parquet")
     assert mbp("list-users", "--sessions", pattern, *args)[:2] == (0, "'x','y'\n")
     glob_all = str(root / "**" / "*.parquet")
     assert mbp("list-users", "--sessions", glob_all, *args)[:2] == (0, "'x','y'\n")
+    # A hidden folder the pattern names itself is read: the user asked for it.
+    (root / ".staging" / "part-0.parquet").rename(root / "stale.bin")
+    pq.write_table(pa.table({"userid": ["z"], "time": [s]}), root / ".staging" / "p.parquet")
+    staged = str(root / ".staging" / "*.parquet")
+    assert mbp("list-users", "--sessions", staged, *args)[:2] == (0, "'z'\n")
+
+
+def test_an_unreadable_folder_is_an_error_not_a_gap(mbp, tmp_path: Path, monkeypatch) -> None:
+    """Skipping a folder it cannot open would answer from part of the data."""
+    s = int(START.timestamp())
+    root = tmp_path / "sessions"
+    for day in ("dt=2026-12-02", "dt=2026-12-03"):
+        (root / day).mkdir(parents=True)
+        pq.write_table(pa.table({"userid": ["x"], "time": [s]}), root / day / "p.parquet")
+    real_open = os.open
+
+    def denied(path, flags, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path) == "dt=2026-12-03":  # as a non-root user meets a chmod 000 folder
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)
+    code, out, err = mbp("list-users", "--sessions", str(root), "--scheduled-time", END.isoformat())
+    assert (code, out) == (2, "")
+    assert err == (
+        f"mbp: error: cannot read the folder {root}/dt=2026-12-03: permission denied; "
+        "fix its permissions or point the path below it\n"
+    )
 
 
 @pytest.mark.parametrize("name", ["sessions [v1]", "log*", "o[3]", "what?"])
