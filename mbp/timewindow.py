@@ -113,11 +113,10 @@ def _wall(dt: datetime, tz: tzinfo) -> datetime:
 
 
 def floor_time(instant: datetime, step: int, tz: tzinfo) -> datetime:
-    """`instant` floored to a multiple of `step` seconds on the wall clock of `tz`.
-
-    Steps that divide a day restart at local midnight (10:05:02 -> 10:05:00 for 5m);
-    whole days floor to local midnight. Arithmetic is on wall time, so a DST change
-    never shifts the grid.
+    """The latest time at or before `instant` whose wall clock in `tz` reads a multiple
+    of `step` seconds since local midnight (10:05:02 -> 10:05:00 for 5m); whole days floor
+    to local midnight. The grid is on the wall clock, so a DST change never shifts it:
+    its skipped times are left out and its repeated ones count twice, once per pass.
     """
     local = _wall(instant, tz)
     if step % DAY == 0:
@@ -126,20 +125,33 @@ def floor_time(instant: datetime, step: int, tz: tzinfo) -> datetime:
         start_day = date.fromordinal(ordinal - (ordinal - 1) % days)
         return _at_wall(start_day, 0, tz)
     since_midnight = local.hour * 3600 + local.minute * 60 + local.second
-    floored = since_midnight - since_midnight % step
-    result = _at_wall(local.date(), floored, tz, fold=local.fold)
-    # On the repeated hour after a fall-back, the floored wall time can name the
-    # earlier pass; never go forward in time.
-    if result.timestamp() > instant.timestamp():
-        result = _at_wall(local.date(), floored, tz, fold=0)
-    # A step that does not divide an hour can land in the hour a spring-forward skips
-    # (02:55 when clocks jump from 02:00 to 03:00): take the grid time before the gap.
-    while not _exists(result, tz) or result.timestamp() > instant.timestamp():
-        floored -= step
-        if floored < 0:
-            return datetime.fromtimestamp(instant.timestamp() // step * step, UTC)
-        result = _at_wall(local.date(), floored, tz)
-    return result
+    now = instant.timestamp()
+    if _steady(now - step - 3 * 3600, now + 3 * 3600, tz):  # no clock change near: plain
+        return _at_wall(local.date(), since_midnight - since_midnight % step, tz, local.fold)
+    # Near a clock change: the wall-clock grid times within the largest shift (2 h) of
+    # now, on this day and the last; the latest of them that exists and has come.
+    reach = -(-3 * 3600 // step) + 1
+    best: datetime | None = None
+    for back, day in ((0, local.date()), (1, local.date() - timedelta(days=1))):
+        base = since_midnight // step if back == 0 else (DAY - 1) // step
+        for k in range(max(0, base - reach), base + reach + 1):
+            if k * step >= DAY:
+                continue
+            for fold in (0, 1):
+                candidate = _at_wall(day, k * step, tz, fold)
+                t = candidate.timestamp()
+                if t <= now and _exists(candidate, tz) and (best is None or t > best.timestamp()):
+                    best = candidate
+        if best is not None:
+            return best
+    return datetime.fromtimestamp(now // step * step, UTC)  # no grid time for a day
+
+
+def _steady(start: float, end: float, tz: tzinfo) -> bool:
+    """Whether `tz` keeps one UTC offset from `start` to `end` (no two changes are this
+    close, so the offsets at the two ends tell)."""
+    first, last = (datetime.fromtimestamp(t, UTC).astimezone(tz).utcoffset() for t in (start, end))
+    return first == last
 
 
 def _exists(wall: datetime, tz: tzinfo) -> bool:
@@ -188,8 +200,15 @@ def scheduled_time(
 
 
 def window(end: datetime, length: int, lookback: int, tz: tzinfo) -> Window:
-    """The window `[end - length - lookback, end)`."""
+    """The window `[end - length - lookback, end)`.
+
+    For an `end` on the wall-clock grid of `length` (as the default scheduled time is),
+    the window starts at the grid time before it, so back-to-back windows tile time also
+    where a DST change makes two grid times more or less than `length` apart.
+    """
     start = subtract(end, length, tz)
+    if length % DAY and floor_time(end, length, tz).timestamp() == end.timestamp():
+        start = floor_time(datetime.fromtimestamp(end.timestamp() - 1, UTC), length, tz)
     if lookback:
         start = datetime.fromtimestamp(start.timestamp() - lookback, UTC)
     return Window(start=start, end=end)

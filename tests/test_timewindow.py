@@ -156,3 +156,39 @@ def test_floor_is_a_real_time_at_or_before_now(when: datetime, step: int, zone: 
     assert when.timestamp() - got.timestamp() < step + 3600  # at most a gap's hour more
     wall = got.astimezone(UTC).astimezone(tz)
     assert wall.replace(tzinfo=None) == got.replace(tzinfo=None)  # a wall time that exists
+
+
+# Around the clock changes of 2026: spring and autumn in Berlin and New York (1 h), Lord
+# Howe (30 min), and Chatham (1 h at 02:45 local).
+CHANGES = {
+    "Europe/Berlin": ["2026-03-29T01:00:00+00:00", "2026-10-25T01:00:00+00:00"],
+    "America/New_York": ["2026-03-08T07:00:00+00:00", "2026-11-01T06:00:00+00:00"],
+    "Australia/Lord_Howe": ["2026-04-04T15:00:00+00:00", "2026-10-03T15:30:00+00:00"],
+    "Pacific/Chatham": ["2026-04-04T14:00:00+00:00", "2026-09-26T14:00:00+00:00"],
+}
+
+
+@pytest.mark.parametrize("zone", sorted(CHANGES))
+@pytest.mark.parametrize("step", [300, 420, 2700, 3600, 5400, 7200, 6 * 3600])
+def test_default_batches_tile_time_across_clock_changes(zone: str, step: int) -> None:
+    """Cron every few seconds through each change: the scheduled times never go back,
+    each has its own batch name, and their windows meet end to start."""
+    tz = tw.zone(zone)
+    for change in CHANGES[zone]:
+        centre = datetime.fromisoformat(change).timestamp()
+        t, end = centre - 2 * step - 4 * 3600, centre + 2 * step + 4 * 3600
+        last: datetime | None = None
+        names: set[str] = set()
+        while t < end:
+            sched = tw.floor_time(datetime.fromtimestamp(t, UTC), step, tz)
+            assert sched.timestamp() <= t
+            if last is None or sched.timestamp() != last.timestamp():
+                assert last is None or sched.timestamp() > last.timestamp(), (zone, step, t)
+                span = tw.window(sched, step, 0, tz)
+                if last is not None:
+                    assert span.start.timestamp() == last.timestamp(), (zone, step, sched)
+                name = "/".join(tw.batch_name(sched, tz))
+                assert name not in names, name
+                names.add(name)
+                last = sched
+            t += min(step, 3600) / 3 + 1
