@@ -10,6 +10,7 @@ later as an Arrow table.
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -22,15 +23,29 @@ if TYPE_CHECKING:
 # format_quoted, and importing pyarrow costs it about 0.2 s of start-up on every cron run.
 # pyarrow.compute (35 ms more) is imported only for ids that are not text.
 
-# Bare ids are words in any script, with . : @ + - (numbers, UUIDs, e-mails, josé).
-_ITEM = re.compile(r"[ \t\r]*(?:'((?:[^']|'')*)'|([\w.:@+\-]+))[ \t\r]*")  # = _BARE
+# Bare ids are words in any script, with . : @ + - _ (numbers, UUIDs, e-mails, josé, नमस्ते):
+# the pattern takes any run of characters but blanks, controls and ASCII punctuation other
+# than those, and _foreign() then refuses the non-ASCII ones that are not letters, marks
+# or digits (a curly quote, a full-width comma, a zero-width space, a byte-order mark).
+_B = r"[^\s\x00-\x1f\x7f,'\"`;()\[\]{}<>=*/\\|&!?#$%^~]+"
+_ITEM = re.compile(rf"[ \t\r]*(?:'((?:[^']|'')*)'|({_B}))[ \t\r]*")
 _BLANK = re.compile(r"[ \t\r\n]*")
-_BARE = re.compile(r"[\w.:@+\-]+")
+_BARE = re.compile(_B)
+
+
+def _foreign(bare: str) -> int:
+    """The index of the first character in `bare` that a bare id may not hold, or -1."""
+    if bare.isascii():
+        return -1
+    for i, c in enumerate(bare):
+        if not c.isascii() and unicodedata.category(c)[0] not in "LMN":
+            return i
+    return -1
 
 
 def is_bare(rowid: str) -> bool:
     """Whether `rowid` reads back as itself without quotes (one id per line)."""
-    return _BARE.fullmatch(rowid) is not None
+    return _BARE.fullmatch(rowid) is not None and _foreign(rowid) < 0
 
 
 def read_filter(value: str, stdin: TextIO | None) -> str:
@@ -104,6 +119,9 @@ def parse(text: str) -> list[str]:
                 bad += 1
             raise _error(text, bad, _describe_bad(text, bad))
         quoted, bare = m.groups()
+        if bare is not None and (bad := _foreign(bare)) >= 0:
+            at = m.start(2) + bad
+            raise _error(text, at, f"unexpected {text[at]!r}")
         ids[quoted.replace("''", "'") if quoted is not None else bare] = None
         pos = m.end()
         if pos >= n:

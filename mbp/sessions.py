@@ -91,7 +91,20 @@ def format_ids(ids: list[str] | list[int], fmt: str) -> str:
                 f"id {bad!r} has a character that one id per line cannot carry as it is "
                 "(a space, a comma, a quote, a line break...); use --format quoted or json"
             )
-        return "\n".join(str(i) for i in ids)
+        text = "\n".join(str(i) for i in ids)
+        # --rowid-filter reads "-" as stdin and "@PATH" as a file, not as ids.
+        if text == "-" or text.startswith("@"):
+            what = (
+                "the only id '-' means"
+                if text == "-"
+                else f"the first id {text.split()[0]!r} names"
+            )
+            where = "standard input" if text == "-" else "a file (@FILE)"
+            raise UsageError(
+                f"{what} {where} to --rowid-filter, so one id per line would not read back "
+                "as the same ids; use --format quoted or json"
+            )
+        return text
     if fmt == "json":
         return json.dumps(ids, ensure_ascii=False)
     raise UsageError(f"--format {fmt!r} is not one of quoted, lines, json")
