@@ -259,13 +259,19 @@ TimezoneOpt = Annotated[
 
 
 def _given_empty(ctx: click.Context, param: Any, value: str | None) -> str | None:
-    """`--scheduled-time "$T"` with T unset would silently mean "now": say so instead."""
-    if value == "" and ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE:
-        raise UsageError(
-            "--scheduled-time is given but empty (an unset shell variable?); give a time, "
-            "or leave the flag out to use now"
-        )
-    return value
+    """`--scheduled-time "$T"` with T unset would silently mean "now": say so instead.
+    An empty MBP_SCHEDULED_TIME is unset, as for every MBP_* variable; a blank one, or a
+    blank value in mbp.toml, is an error too."""
+    if value is None or value.strip() != "":
+        return value
+    source = ctx.get_parameter_source(param.name)  # type: ignore[arg-type]
+    if source == ParameterSource.ENVIRONMENT:
+        where = f"{_env('scheduled_time')} is set but blank"
+    elif source == ParameterSource.DEFAULT_MAP:
+        where = "scheduled_time in the config file is blank"
+    else:
+        where = "--scheduled-time is given but empty (an unset shell variable?)"
+    raise UsageError(f"{where}; give a time, or leave it out to use now")
 
 
 ScheduledOpt = Annotated[

@@ -184,3 +184,40 @@ def test_a_filter_file_in_the_config_is_relative_to_it(mbp, tmp_path: Path) -> N
     code, out, err = mbp("config", "predict", "--config", str(cfg))
     assert (code, err) == (0, "")
     assert f'rowid-filter = "@{tmp_path / "job" / "ids.txt"}"' in out
+
+
+@pytest.mark.parametrize(
+    "how,message",
+    [
+        ("flag", "--scheduled-time is given but empty (an unset shell variable?)"),
+        ("env", "MBP_SCHEDULED_TIME is set but blank"),
+        ("file", "scheduled_time in the config file is blank"),
+    ],
+)
+def test_a_blank_scheduled_time_is_refused_not_taken_for_now(
+    mbp, sessions: Path, tmp_path: Path, how: str, message: str
+) -> None:
+    cfg = write_config(tmp_path, f'sessions = "{sessions}"\n')
+    args = ["list-users", "--config", str(cfg)]
+    env = {}
+    if how == "flag":
+        args += ["--scheduled-time", " "]
+    elif how == "env":
+        env["MBP_SCHEDULED_TIME"] = " \t"
+    else:
+        cfg.write_text(f'sessions = "{sessions}"\nscheduled_time = " "\n')
+    code, out, err = mbp(*args, env=env)
+    assert (code, out) == (2, "")
+    assert err == f"mbp: error: {message}; give a time, or leave it out to use now\n"
+
+
+def test_an_empty_scheduled_time_variable_is_unset(mbp, tmp_path: Path) -> None:
+    """MBP_SCHEDULED_TIME= means now, as any empty MBP_* variable means its default."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    path = tmp_path / "recent.parquet"
+    times = [int(today.timestamp()) - 3600, int(today.timestamp()) - 2 * 86400]
+    pq.write_table(pa.table({"userid": ["yesterday", "older"], "time": times}), path)
+    args = ["list-users", "--sessions", str(path), "--window", "1d", "--timezone", "UTC"]
+    code, out, err = mbp(*args, env={"MBP_SCHEDULED_TIME": ""})
+    assert (code, err) == (0, "")
+    assert out == "'yesterday'\n"
