@@ -112,7 +112,16 @@ try:
             try:
                 return _plain(kind, value)
             except ValueError as exc:
-                raise click.exceptions.BadParameter(str(exc), ctx=ctx, param=param) from None
+                # Name where the value came from: the flag, or the variable.
+                source = ctx.get_parameter_source(param.name) if ctx is not None else None
+                hint = f"'{param.opts[0]}'" if param.opts else None
+                if source == ParameterSource.ENVIRONMENT and isinstance(param.envvar, str):
+                    hint = f"'{param.envvar}'"
+                elif source == ParameterSource.DEFAULT_MAP:
+                    hint = f"'{param.name}' in the config file"
+                raise click.exceptions.BadParameter(
+                    str(exc), ctx=ctx, param=param, param_hint=hint
+                ) from None
 
 except ImportError:  # another typer: its own coercion, only slower to start
     _PlainParam = None  # type: ignore[assignment,misc]
@@ -156,7 +165,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        write_text(f"mbp {__version__}\n", None)
+        write_text(f"mbp {__version__}\n", None, "redirect it")
         raise typer.Exit()
 
 
@@ -206,7 +215,7 @@ def _load_config(ctx: typer.Context, param: typer.CallbackParam, value: str | No
 
 def _check_type(ctx: click.Context, option: Any, raw: Any, path: Path) -> None:
     """A value from the file must have the option's type: `window = 5` is refused."""
-    key = _key(option).replace("_", "-")
+    key = _key(option)
     expected = option.type_descriptor.annotation
     kinds: dict[type, type | tuple[type, ...]] = {
         str: str,
@@ -219,7 +228,22 @@ def _check_type(ctx: click.Context, option: Any, raw: Any, path: Path) -> None:
     if want is not None and (
         not isinstance(raw, kinds[want]) or (want is not bool and isinstance(raw, bool))
     ):
-        problem = f"expected {want.__name__}, got {type(raw).__name__} {raw!r}"
+        names = {
+            str: "text in quotes",
+            int: "a whole number",
+            float: "a number",
+            bool: "true or false",
+        }
+        shown = (
+            repr(raw)
+            if isinstance(raw, str)
+            else str(raw).lower()
+            if isinstance(raw, bool)
+            else raw
+        )
+        problem = f"expected {names[want]}, got {shown}"
+        if want is str:
+            problem += f'; write it as {key} = "{raw}"'
     else:
         try:
             option.get_runtime_param().coerce(raw, param=option, ctx=ctx)
@@ -295,12 +319,12 @@ def _required(value: str | None, option: str, env: str | None = None) -> str:
     return value
 
 
-def write_text(text: str, output: str | None) -> None:
+def write_text(text: str, output: str | None, fix: str = "redirect it or give -o FILE") -> None:
     """Text to stdout, or to a file, whole or not at all (see mbp.output)."""
     interrupts.check()  # a signal that arrived while modules loaded: print nothing
     if output is None or output == "-":
         if sys.stdout is None:  # started with stdout closed (`>&-`)
-            raise RuntimeFailure("standard output is closed; redirect it or give -o FILE")
+            raise RuntimeFailure(f"standard output is closed; {fix}")
         try:
             sys.stdout.write(text)
             sys.stdout.flush()
@@ -390,6 +414,9 @@ def list_users(
     span = tw.window(end, length, back, tz)
     if fmt not in ("quoted", "lines", "json"):
         raise UsageError(f"--format {fmt!r} is not one of quoted, lines, json")
+    from mbp.output import refuse_input
+
+    refuse_input(output, {"sessions": sessions})
     ids = core.active_users(
         _required(sessions, "--sessions"),
         span,
@@ -452,14 +479,14 @@ def show_config(
             lines.append(f"# {key} = (not set)  # {origin}")
         else:
             lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}  # {origin}")
-    write_text("\n".join(lines) + "\n", None)
+    write_text("\n".join(lines) + "\n", None, "redirect it")
 
 
 # --- rank ------------------------------------------------------------------------------
 
 
 def _stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()
+    return sys.stdout is not None and sys.stdout.isatty()
 
 
 def _rank_table(table: Any, file: Any) -> None:
@@ -579,7 +606,10 @@ def rank_command(
     from mbp import rank as core
     from mbp import timewindow as tw
 
+    from mbp.output import refuse_input
+
     chosen = core.format_for(fmt, output, _stdout_is_terminal())
+    refuse_input(output, {"predictions": predictions, "user info": user_info})
     wanted = None
     if columns is not None and columns.strip():
         wanted = [c.strip() for c in columns.split(",") if c.strip()]
@@ -625,7 +655,7 @@ def _split(value: str | None) -> list[str] | None:
 
 
 def _stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()
+    return sys.stderr is not None and sys.stderr.isatty()
 
 
 @contextmanager
@@ -843,6 +873,8 @@ def predict_command(
     from mbp import rowids
     from mbp import timewindow as tw
 
+    if as_json and sys.stdout is None:  # say so before the batch is written, not after
+        raise RuntimeFailure("standard output is closed; redirect it, or leave out --json")
     tz = tw.zone(timezone)
     step = tw.positive_duration(interval, "--interval")
     scheduled = tw.scheduled_time(scheduled_time, step, tz)
@@ -872,7 +904,7 @@ def predict_command(
             progress=progress,
         )
     if as_json:
-        write_text(json.dumps(summary) + "\n", None)
+        write_text(json.dumps(summary) + "\n", None, "redirect it, or leave out --json")
     elif not quiet:
         print(_predict_report(summary), file=sys.stderr)
 

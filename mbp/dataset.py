@@ -353,6 +353,11 @@ class BatchWriter:
 
     def _open(self) -> pq.ParquetWriter:
         _require_dir(self.root)
+        if self._staging is None and os.path.isdir(self._final) and not os.path.islink(self._final):
+            raise UsageError(
+                f"the batch file {self._final} is a folder, which mbp would not replace; "
+                "move it away or choose another --output"
+            )
         with _io(self._tmp):
             if self._staging is not None:
                 # The swap deletes everything in root: refuse when that is more than batches,

@@ -391,9 +391,10 @@ class Scorer:
         ok = label.strip().isdigit() and (width is None or int(label) < width)
         if not ok:
             span = f"0..{width - 1}" if width else "0, 1, ..."
+            problem = "is out of range" if label.strip().isdigit() else "is not a column index"
             raise UsageError(
-                f"--score-class {label!r}: output {self.output.name!r} has no class labels, "
-                f"only columns {span}; give a column index"
+                f"--score-class {label!r} {problem}: output {self.output.name!r} has no class "
+                f"labels, only columns {span}; give one of them"
             )
         return int(label)
 

@@ -43,8 +43,11 @@ def write_file(path: str, write: Callable[[BinaryIO], object]) -> None:
         except OSError as exc:
             raise RuntimeFailure(f"cannot write {path!r}: {exc.strerror}") from exc
         return
+    _remove_stale(target)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        # The pid in the name tells a killed writer's leftover from a live one's.
+        prefix = f".{target.name}.{os.getpid()}."
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
     except OSError as exc:
         raise UsageError(f"cannot write {path!r}: {exc.strerror}; check the folder") from exc
     try:
@@ -60,3 +63,46 @@ def write_file(path: str, write: Callable[[BinaryIO], object]) -> None:
         if isinstance(exc, OSError):
             raise RuntimeFailure(f"cannot write {path!r}: {exc.strerror}") from exc
         raise
+
+
+def _remove_stale(target: Path) -> None:
+    """Remove the temporary files of earlier writes of `target` whose process is gone (a
+    SIGKILL leaves them behind), so that killed runs do not pile them up."""
+    prefix = f".{target.name}."
+    try:
+        names = [
+            n for n in os.listdir(target.parent) if n.startswith(prefix) and n.endswith(".tmp")
+        ]
+    except OSError:
+        return  # mkstemp says what is wrong with the folder
+    for name in names:
+        pid = name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            (target.parent / name).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def refuse_input(output: str | None, inputs: dict[str, str | None]) -> None:
+    """-o must not name an input of the same run (nor a file inside an input folder):
+    replacing it would destroy the data the run reads."""
+    if output is None or output == "-":
+        return
+    target = os.path.realpath(output)
+    for what, path in inputs.items():
+        if not path:
+            continue
+        source = os.path.realpath(path)
+        if target == source or target.startswith(os.path.join(source, "")):
+            raise UsageError(
+                f"-o {output!r} would overwrite the {what} {path!r}, which this run reads; "
+                "write the output elsewhere"
+            )

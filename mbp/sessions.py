@@ -86,6 +86,11 @@ def format_ids(ids: list[str] | list[int], fmt: str) -> str:
     if fmt == "lines":
         # One id per line, bare: what `predict --rowid-filter` reads back as the same ids.
         bad = next((i for i in ids if not is_bare(str(i))), None)
+        if bad == "":
+            raise UsageError(
+                "an empty id cannot be given one per line (it is a blank line); "
+                "use --format quoted or json"
+            )
         if bad is not None:
             raise UsageError(
                 f"id {bad!r} has a character that one id per line cannot carry as it is "

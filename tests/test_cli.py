@@ -60,11 +60,11 @@ def test_numbers_from_flags_and_variables(mbp, history, args, env, users) -> Non
 @pytest.mark.parametrize(
     ("args", "env", "needle"),
     [
-        (["--limit", "abc"], {}, "Invalid value for '--limit'"),
+        (["--limit", "abc"], {"MBP_LIMIT": "5"}, "Invalid value for '--limit': 'abc'"),
         (["--limit", "1.5"], {}, "'1.5' is not a whole number"),
         (["--limit", "1_000"], {}, "'1_000' is not a whole number"),
         (["--threshold", "high"], {}, "'high' is not a number"),
-        ([], {"MBP_LIMIT": "ten"}, "env var: 'MBP_LIMIT'"),
+        ([], {"MBP_LIMIT": "ten"}, "Invalid value for 'MBP_LIMIT': 'ten' is not a whole"),
     ],
 )
 def test_bad_numbers_are_usage_errors(mbp, history, args, env, needle) -> None:
@@ -204,3 +204,24 @@ def test_a_flag_turns_off_what_the_config_file_turns_on(mbp, tmp_path) -> None:
     assert err.startswith("mbp predict: ")
     code, out, err = mbp(*predict_args(tmp_path), "--config", str(cfg))
     assert code == 0 and err == "" and json.loads(out)["rows_written"] == 50
+
+
+def test_a_folder_where_the_batch_file_goes_is_a_usage_error(mbp, tmp_path) -> None:
+    blocker = tmp_path / "out" / "dt=2026-12-03" / "part-20261203T100000.parquet"
+    (blocker / "x").mkdir(parents=True)
+    code, out, err = mbp(*predict_args(tmp_path), "--timezone", "UTC")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"mbp: error: the batch file {blocker} is a folder, which mbp would not replace; "
+        "move it away or choose another --output\n"
+    )
+    assert sorted(p.name for p in blocker.parent.iterdir()) == [blocker.name]
+
+
+def test_lines_refuses_an_empty_id(mbp, tmp_path) -> None:
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"userid": ["", "a"], "time": [int(END.timestamp()) - 1] * 2}), path)
+    code, out, err = mbp("list-users", "--sessions", str(path), "--format", "lines",
+                         "--scheduled-time", END.isoformat())  # fmt: skip
+    assert (code, out) == (2, "")
+    assert err.startswith("mbp: error: an empty id cannot be given one per line")

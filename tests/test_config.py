@@ -107,8 +107,15 @@ def test_relative_paths_are_relative_to_the_file(mbp, sessions: Path, tmp_path: 
         ),
         (
             "[list-users]\nwindow = 5\n",
-            "key 'window' in config file '{cfg}': expected str, got int 5",
+            "key 'window' in config file '{cfg}': expected text in quotes, got 5; "
+            'write it as window = "5"',
         ),
+        (
+            "scheduled_time = 2026-12-03T10:05:00\n",
+            "key 'scheduled_time' in config file '{cfg}': expected text in quotes, got "
+            '2026-12-03 10:05:00; write it as scheduled_time = "2026-12-03 10:05:00"',
+        ),
+        ("[list-users]\nwindow = true\n", "expected text in quotes, got true;"),
         ('format = "json"\n', "key 'format' in config file '{cfg}' differs by command"),
         ("[list-users\n", "config file '{cfg}' is not valid TOML"),
         ('timezone = "Europe/M\xfcnchen"\n', "config file '{cfg}' is not UTF-8 (byte 0xfc at"),
@@ -134,7 +141,7 @@ def test_wrong_type_for_a_number(mbp, tmp_path: Path) -> None:
     cfg = write_config(tmp_path, '[rank]\nthreshold = "high"\n')
     code, out, err = mbp("rank", "--config", str(cfg))
     assert (code, out) == (2, "")
-    assert "key 'threshold' in config file" in err and "expected float" in err
+    assert "key 'threshold' in config file" in err and "expected a number, got 'high'" in err
 
 
 def test_mbp_config_shows_each_source(mbp, sessions: Path, tmp_path: Path) -> None:

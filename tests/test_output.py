@@ -123,3 +123,98 @@ def test_closed_stderr_keeps_messages_off_stdout(sessions, tmp_path) -> None:
     script = f"exec 2>&-; {mbp} list-users --sessions {sessions} --window 0s; echo rc=$?"
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert done.stdout == "rc=2\n"  # the error went nowhere, not into the data
+
+
+def shell(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def predictions(tmp_path: Path) -> Path:
+    folder = tmp_path / "pred" / "dt=2026-12-03"
+    folder.mkdir(parents=True)
+    batch = {"userid": ["a"], "score": [0.9], "time": [1], "model": ["m"], "model_version": ["1"]}
+    pq.write_table(pa.table(batch), folder / "part-20261203T100000.parquet")
+    return tmp_path / "pred"
+
+
+def test_rank_with_stdout_closed_writes_to_o_or_says_so(tmp_path) -> None:
+    pred = predictions(tmp_path)
+    done = shell(f"exec >&-; mbp rank --predictions {pred} -o r.csv", tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert (tmp_path / "r.csv").read_text().splitlines()[1] == '"a",0.9,1,"m","1"'
+    done = shell(f"exec >&-; mbp rank --predictions {pred}", tmp_path)
+    assert done.returncode == 1
+    assert done.stderr == "mbp: error: standard output is closed; redirect it or give -o FILE\n"
+
+
+def test_config_with_stdout_closed_names_a_fix_it_has(tmp_path) -> None:
+    done = shell("exec >&-; mbp config rank", tmp_path)
+    assert (done.returncode, done.stderr) == (
+        1,
+        "mbp: error: standard output is closed; redirect it\n",
+    )
+
+
+def test_predict_json_with_stdout_closed_writes_no_batch(tmp_path) -> None:
+    from models import build, table
+
+    pq.write_table(table(50, seed=3), tmp_path / "features.parquet")
+    model = build()["regressor"]
+    script = (
+        f"exec >&-; mbp predict --model {model} --input features.parquet --output out "
+        f"--scheduled-time {END.isoformat()} --json"
+    )
+    done = shell(script, tmp_path)
+    assert done.returncode == 1
+    assert done.stderr == (
+        "mbp: error: standard output is closed; redirect it, or leave out --json\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_leftovers_of_killed_writers_are_removed_live_ones_kept(mbp, sessions, tmp_path) -> None:
+    finished = subprocess.Popen(["true"])
+    finished.wait()  # its pid names no process now
+    dead = tmp_path / f".ids.txt.{finished.pid}.abc123.tmp"
+    live = tmp_path / f".ids.txt.{os.getpid()}.def456.tmp"
+    other = tmp_path / ".notes.txt.1.x.tmp"  # not the target's: left alone
+    for path in (dead, live, other):
+        path.write_text("half")
+    assert list_users(mbp, sessions, tmp_path / "ids.txt") == (0, "", "")
+    assert not dead.exists()
+    assert live.exists() and other.exists()
+    assert (tmp_path / "ids.txt").read_text() == "'a','b'\n"
+
+
+@pytest.mark.parametrize("where", ["the file", "inside the folder"])
+def test_o_never_overwrites_an_input_of_the_run(mbp, sessions, tmp_path, where) -> None:
+    pred = predictions(tmp_path)
+    info = tmp_path / "info.parquet"
+    pq.write_table(pa.table({"userid": ["a"], "name": ["Ann"]}), info)
+    before = {p: p.read_bytes() for p in [info, sessions, *pred.rglob("*.parquet")]}
+    batch = next(pred.rglob("*.parquet"))
+    if where == "the file":
+        runs = [
+            (["rank", "--predictions", str(pred), "--user-info", str(info), "-o", str(info)],
+             f"-o {str(info)!r} would overwrite the user info {str(info)!r}"),
+            (["list-users", "--sessions", str(sessions), "-o", str(sessions)],
+             f"-o {str(sessions)!r} would overwrite the sessions {str(sessions)!r}"),
+        ]  # fmt: skip
+    else:
+        runs = [
+            (["rank", "--predictions", str(pred), "-o", str(batch)],
+             f"-o {str(batch)!r} would overwrite the predictions {str(pred)!r}"),
+            (["list-users", "--sessions", str(tmp_path), "-o", str(tmp_path / "ids.txt")],
+             f"-o {str(tmp_path / 'ids.txt')!r} would overwrite the sessions {str(tmp_path)!r}"),
+        ]  # fmt: skip
+    for args, message in runs:
+        code, out, err = (
+            mbp(*args, "--scheduled-time", END.isoformat())
+            if args[0] == "list-users"
+            else mbp(*args)
+        )
+        assert (code, out) == (2, "")
+        assert err == f"mbp: error: {message}, which this run reads; write the output elsewhere\n"
+    assert {p: p.read_bytes() for p in before} == before
+    assert not (tmp_path / "ids.txt").exists()

@@ -730,9 +730,9 @@ BAD = [
         "ok",
         "tensor",
         ["--score-class", "yes"],
-        "--score-class 'yes': output 'probabilities' has no class labels",
+        "--score-class 'yes' is not a column index: output 'probabilities' has no class labels",
     ),
-    ("ok", "tensor", ["--score-class", "2"], "--score-class '2'"),
+    ("ok", "tensor", ["--score-class", "2"], "--score-class '2' is out of range: "),
     (
         "ok",
         "zipmap",
