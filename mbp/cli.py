@@ -605,7 +605,6 @@ def rank_command(
     """
     from mbp import rank as core
     from mbp import timewindow as tw
-
     from mbp.output import refuse_input
 
     chosen = core.format_for(fmt, output, _stdout_is_terminal())
