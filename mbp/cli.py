@@ -284,11 +284,17 @@ TimezoneOpt = Annotated[
 
 def _given_empty(ctx: click.Context, param: Any, value: str | None) -> str | None:
     """`--scheduled-time "$T"` with T unset would silently mean "now": say so instead.
-    An empty MBP_SCHEDULED_TIME is unset, as for every MBP_* variable; a blank one, or a
-    blank value in mbp.toml, is an error too."""
+    So is an empty or blank MBP_SCHEDULED_TIME (`export MBP_SCHEDULED_TIME=$T`), which
+    click would take for unset, and a blank value in mbp.toml."""
+    source = ctx.get_parameter_source(param.name)  # type: ignore[arg-type]
+    variable = _env("scheduled_time")
+    if value is None and source != ParameterSource.COMMANDLINE and os.environ.get(variable) == "":
+        raise UsageError(
+            f"{variable} is set but empty (an unset shell variable?); give a time, "
+            "or unset it to use now"
+        )
     if value is None or value.strip() != "":
         return value
-    source = ctx.get_parameter_source(param.name)  # type: ignore[arg-type]
     if source == ParameterSource.ENVIRONMENT:
         where = f"{_env('scheduled_time')} is set but blank"
     elif source == ParameterSource.DEFAULT_MAP:

@@ -91,25 +91,31 @@ def zone(name: str | None) -> tzinfo:
 def parse_instant(text: str, tz: tzinfo, option: str = "--scheduled-time") -> datetime:
     """An aware datetime from ISO-8601 (naive is read in `tz`) or epoch seconds."""
     s = text.strip()
+    naive = False
     try:
         if re.fullmatch(r"-?\d+(\.\d+)?", s):
             dt = datetime.fromtimestamp(float(s), UTC)
         else:
             dt = datetime.fromisoformat(s)
-            if dt.tzinfo is None:
+            naive = dt.tzinfo is None
+            if naive:
                 dt = dt.replace(tzinfo=tz)
             dt.astimezone(UTC)  # a wall time near year 1 or 9999 may have no UTC instant
     except (ValueError, OverflowError, OSError) as exc:
         raise UsageError(
             f"{option} {text!r} is not a time; use ISO-8601 (2026-12-03T10:05:00) or epoch seconds"
         ) from exc
+    if naive and EARLIEST <= dt < LATEST:
+        _one_instant(dt, tz, f"{option} {text!r}")
     if not EARLIEST <= dt < LATEST:
         raise UsageError(f"{option} {text!r} is not between the years 1970 and 9000")
     return dt
 
 
 def _wall(dt: datetime, tz: tzinfo) -> datetime:
-    return dt.astimezone(tz)
+    # Through UTC: astimezone() to the zone a datetime already has returns it unchanged,
+    # a wall time in a spring-forward gap included.
+    return dt.astimezone(UTC).astimezone(tz)
 
 
 def floor_time(instant: datetime, step: int, tz: tzinfo) -> datetime:
@@ -152,6 +158,27 @@ def _steady(start: float, end: float, tz: tzinfo) -> bool:
     close, so the offsets at the two ends tell)."""
     first, last = (datetime.fromtimestamp(t, UTC).astimezone(tz).utcoffset() for t in (start, end))
     return first == last
+
+
+def _one_instant(wall: datetime, tz: tzinfo, what: str) -> None:
+    """A wall time given without an offset must name one instant in `tz`: not one that a
+    spring-forward skips (it would be read as another hour's batch), nor one of the hour a
+    fall-back repeats (the second pass would redo the first pass's batch)."""
+    if not _exists(wall, tz):
+        raise UsageError(
+            f"{what} does not exist in {tz}: clocks skip it that day; give another time"
+        )
+    offsets = [wall.replace(fold=f).strftime("%z") for f in (0, 1)]
+    shown = wall.replace(tzinfo=None).isoformat()
+    if offsets[0] != offsets[1]:
+        raise UsageError(
+            f"{what} happens twice in {tz}, as clocks go back; give it with its UTC offset: "
+            f"{shown}{_colon(offsets[0])} or {shown}{_colon(offsets[1])}"
+        )
+
+
+def _colon(offset: str) -> str:
+    return f"{offset[:3]}:{offset[3:]}"
 
 
 def _exists(wall: datetime, tz: tzinfo) -> bool:

@@ -218,13 +218,15 @@ def test_a_blank_scheduled_time_is_refused_not_taken_for_now(
     assert err == f"mbp: error: {message}; give a time, or leave it out to use now\n"
 
 
-def test_an_empty_scheduled_time_variable_is_unset(mbp, tmp_path: Path) -> None:
-    """MBP_SCHEDULED_TIME= means now, as any empty MBP_* variable means its default."""
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    path = tmp_path / "recent.parquet"
-    times = [int(today.timestamp()) - 3600, int(today.timestamp()) - 2 * 86400]
-    pq.write_table(pa.table({"userid": ["yesterday", "older"], "time": times}), path)
-    args = ["list-users", "--sessions", str(path), "--window", "1d", "--timezone", "UTC"]
+def test_an_empty_scheduled_time_variable_is_refused(mbp, sessions: Path) -> None:
+    """`export MBP_SCHEDULED_TIME=$T` with T unset must not silently score "now"."""
+    args = ["list-users", "--sessions", str(sessions)]
     code, out, err = mbp(*args, env={"MBP_SCHEDULED_TIME": ""})
-    assert (code, err) == (0, "")
-    assert out == "'yesterday'\n"
+    assert (code, out) == (2, "")
+    assert err == (
+        "mbp: error: MBP_SCHEDULED_TIME is set but empty (an unset shell variable?); "
+        "give a time, or unset it to use now\n"
+    )
+    # The flag still wins over the variable.
+    code, out, _ = mbp(*args, "--scheduled-time", END.isoformat(), env={"MBP_SCHEDULED_TIME": ""})
+    assert (code, out) == (0, "'m1'\n")

@@ -192,3 +192,36 @@ def test_default_batches_tile_time_across_clock_changes(zone: str, step: int) ->
                 names.add(name)
                 last = sched
             t += min(step, 3600) / 3 + 1
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("2026-03-29T02:30:00", "does not exist in Europe/Berlin: clocks skip it that day"),
+        (
+            "2026-10-25T02:30:00",
+            "happens twice in Europe/Berlin, as clocks go back; give it with its UTC offset: "
+            "2026-10-25T02:30:00+02:00 or 2026-10-25T02:30:00+01:00",
+        ),
+    ],
+)
+def test_a_wall_time_that_names_no_single_instant_is_refused(text: str, needle: str) -> None:
+    with pytest.raises(UsageError, match=needle.replace("+", r"\+")):
+        tw.parse_instant(text, BERLIN)
+
+
+def test_each_instant_of_a_dst_night_has_its_own_batch_name() -> None:
+    """The two passes of 02:30 and the instants around the gap each name one file, and
+    an instant named with any offset gets the same name as in Berlin's own."""
+    texts = [
+        "2026-03-29T01:30:00", "2026-03-29T03:30:00", "2026-03-29T02:30:00+01:00",
+        "2026-10-25T02:30:00+02:00", "2026-10-25T02:30:00+01:00", "2026-10-25T01:30:00Z",
+    ]  # fmt: skip
+    names = [tw.batch_name(tw.parse_instant(t, BERLIN), BERLIN)[1] for t in texts]
+    assert names == [
+        "20260329T013000", "20260329T033000", "20260329T033000",
+        "20261025T023000+0200", "20261025T023000+0100", "20261025T023000+0100",
+    ]  # fmt: skip
