@@ -153,6 +153,15 @@ def to_arrow(ids: list[str], arrow_type: pa.DataType, column: str) -> pa.Array:
     import pyarrow.compute as pc
 
     values = pa.array(ids, pa.string())
+    # Arrow's cast also reads 0x10 as 16; an integer id is decimal digits only.
+    if pa.types.is_integer(arrow_type) and len(values):
+        digits = pc.match_substring_regex(values, r"^-?[0-9]+$")
+        if not pc.all(digits).as_py():
+            bad = ids[pc.index(digits, False).as_py()]
+            raise UsageError(
+                f"rowid {bad!r} cannot be read as {arrow_type} (the type of column {column!r}); "
+                "check the filter"
+            )
     try:
         cast = pc.cast(values, arrow_type)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pyarrow as pa
 import pytest
@@ -67,10 +68,17 @@ def test_read_filter_sources(tmp_path) -> None:
 
 
 def test_cast_to_integer_column() -> None:
-    arr = rowids.to_arrow(["00012", "12", "7"], pa.int64(), "userid")
-    assert sorted(arr.to_pylist()) == [7, 12]
+    arr = rowids.to_arrow(["00012", "12", "7", "-3"], pa.int64(), "userid")
+    assert sorted(arr.to_pylist()) == [-3, 7, 12]
     with pytest.raises(UsageError, match="rowid 'x1' cannot be read as int64"):
         rowids.to_arrow(["1", "x1"], pa.int64(), "userid")
+
+
+@pytest.mark.parametrize("bad", ["0x10", "0X1F", "+1", "1e0", "1_000", "1.0", "٣"])
+def test_integer_ids_are_decimal_digits_only(bad: str) -> None:
+    """Arrow alone would read 0x10 as user 16: an id the user never gave."""
+    with pytest.raises(UsageError, match=re.escape(f"rowid {bad!r} cannot be read as int32")):
+        rowids.to_arrow(["5", bad], pa.int32(), "userid")
 
 
 ids_strategy = st.lists(st.text(min_size=0, max_size=12), max_size=30)
