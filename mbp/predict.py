@@ -8,6 +8,7 @@ rows leave the scan. Rows stream through in batches of `batch_size`: memory stay
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +22,15 @@ import pyarrow as pa
 from mbp import dataset, interrupts, rowids
 from mbp import model as mdl
 from mbp.errors import RuntimeFailure, UsageError
-from mbp.sources import describe, first_line, ident, parquet_files, require_column, scan_sql
+from mbp.sources import (
+    describe,
+    first_line,
+    ident,
+    parquet_files,
+    require_column,
+    require_in_every_file,
+    scan_sql,
+)
 
 OUTPUT_COLUMNS = ("score", "time", "model", "model_version")
 PARTITION = "dt"  # the hive key of the output folders, a column to every reader
@@ -76,6 +85,23 @@ def _where(p: Plan, filtered: bool) -> str:
     return f"WHERE {ident(rowid_column)} IS NOT NULL"
 
 
+def _apart(input: str, output: str | Path, files: list[str] | None = None) -> None:
+    """The output dataset must lie outside the input: inside, the next run would read the
+    scores back as features (or, as another dataset's folders, fail)."""
+    out = os.path.join(os.path.realpath(output), "")
+    if files is None:
+        if os.path.isdir(input) and out.startswith(os.path.join(os.path.realpath(input), "")):
+            raise UsageError(
+                f"--output {str(output)!r} is inside --input {input!r}, so later runs would "
+                "read the predictions as input; put the output dataset beside the input folder"
+            )
+    elif any(os.path.realpath(f).startswith(out) for f in files):
+        raise UsageError(
+            f"--input {input!r} takes files from the --output dataset {str(output)!r}; "
+            "point --input at the feature table only"
+        )
+
+
 def plan(
     con: duckdb.DuckDBPyConnection,
     loaded: mdl.Model,
@@ -92,7 +118,9 @@ def plan(
     keep_columns: list[str] | None = None,
 ) -> Plan:
     """Check the model against the input table's columns and types; no row is read."""
+    _apart(input, output)
     files = parquet_files(input, "input")
+    _apart(input, output, files)
     table = describe(con, files, "input")
     rowid_type = require_column(table, rowid_column, "input table", "--rowid-column")
     if rowid_column in (*OUTPUT_COLUMNS, PARTITION):
@@ -113,6 +141,7 @@ def plan(
     keep = _keep(keep_columns or [], table, rowid_column)
     feature_columns = [c for f in feeds for c in f.columns]
     columns = list(dict.fromkeys([rowid_column, *feature_columns, *keep]))
+    require_in_every_file(con, files, columns, "input", frozenset([rowid_column]))
     try:
         types = (
             con.sql(f"SELECT {_select(columns)} FROM {scan_sql()} LIMIT 0", params={"files": files})

@@ -16,6 +16,7 @@ from mbp.sources import (
     ident,
     parquet_files,
     require_column,
+    require_in_every_file,
     scan_sql,
 )
 from mbp.timewindow import Window
@@ -62,6 +63,9 @@ def active_users(
     columns = describe(con, files, "sessions")
     id_type = require_column(columns, userid_column, "sessions table", "--userid-column")
     time_type = require_column(columns, time_column, "sessions table", "--time-column")
+    require_in_every_file(
+        con, files, [userid_column, time_column], "sessions", frozenset([userid_column])
+    )
     if id_type not in _ID_TYPES:
         raise UsageError(
             f"the id column {userid_column!r} has type {id_type}; ids must be text or integers"

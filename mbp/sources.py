@@ -125,6 +125,13 @@ def describe(
             f"DESCRIBE SELECT * FROM {scan_sql('$files', hive)}", {"files": files}
         ).fetchall()
     except duckdb.Error as exc:
+        if "Hive partition mismatch" in str(exc):
+            # `data/a.parquet` beside `data/dt=.../b.parquet`: an output dataset written
+            # inside the input folder, most often.
+            raise UsageError(
+                f"the {what} files are not one dataset: their key=value folders differ "
+                f"({first_line(exc).split(': ', 1)[-1]}); point the {what} path at one of them"
+            ) from exc
         raise RuntimeFailure(f"cannot read the {what} files: {first_line(exc)}") from exc
     return {name: typ for name, typ, *_ in rows}
 
@@ -152,3 +159,57 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, for one-line errors."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _kind(duckdb_type: str) -> str:
+    """A type's family: the union of the files widens within one (INTEGER with DOUBLE),
+    not across them (BIGINT epoch seconds with TIMESTAMP)."""
+    if duckdb_type in INTEGER_TYPES or duckdb_type in ("FLOAT", "DOUBLE"):
+        return "a number"
+    if duckdb_type.startswith("DECIMAL"):
+        return "a number"
+    return duckdb_type
+
+
+def require_in_every_file(
+    con: duckdb.DuckDBPyConnection,
+    files: list[str],
+    columns: list[str],
+    what: str,
+    any_type: frozenset[str] = frozenset(),
+) -> None:
+    """Every file must have `columns`, each of one type family across files (columns in
+    `any_type` may differ). Read together by name, a file without one would give its rows
+    nulls there: sessions silently left out, features reported as missing values."""
+    if len(files) < 2:
+        return
+    try:
+        rows = con.execute(
+            "SELECT file_name, name, duckdb_type FROM parquet_schema($files) "
+            "WHERE name IN (SELECT unnest($columns))",
+            {"files": files, "columns": columns},
+        ).fetchall()
+    except duckdb.Error as exc:
+        raise RuntimeFailure(f"cannot read the {what} files: {first_line(exc)}") from exc
+    found: dict[str, dict[str, str]] = {f: {} for f in files}
+    for file, name, typ in rows:
+        found.setdefault(file, {})[name] = typ or ""
+    first = files[0]
+    for file in files:
+        folders = f"/{file}".split("/")
+        for column in columns:
+            if any(part.startswith(f"{column}=") for part in folders):
+                continue  # a hive key: its value comes from the folder name
+            if column not in found[file]:
+                raise UsageError(
+                    f"the {what} file {file} has no column {column!r}, which the other "
+                    f"{what} files have; fix that file or move it out of the {what} path"
+                )
+            if column in any_type or column not in found[first]:
+                continue
+            a, b = found[first][column], found[file][column]
+            if _kind(a) != _kind(b):
+                raise UsageError(
+                    f"the {what} files disagree on the type of column {column!r}: {first} "
+                    f"has {a}, {file} has {b}; rewrite one of them with the other's type"
+                )

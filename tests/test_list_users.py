@@ -373,3 +373,35 @@ def test_corrupt_parquet_is_a_runtime_failure(mbp, tmp_path: Path) -> None:
     code, out, err = mbp("list-users", "--sessions", str(path), "--scheduled-time", "0")
     assert (code, out) == (1, "")
     assert err.startswith("mbp: error: cannot read the sessions") and err.count("\n") == 1
+
+
+def test_session_files_must_agree_on_their_columns(mbp, tmp_path: Path) -> None:
+    """Read together by name, a file without the time column would add no one, silently."""
+    s = int(START.timestamp())
+    root = tmp_path / "sessions"
+    (root / "day=2").mkdir(parents=True)
+    (root / "day=1").mkdir()
+    pq.write_table(pa.table({"userid": ["x"], "time": [s]}), root / "day=1" / "a.parquet")
+    args = ["list-users", "--sessions", str(root), "--scheduled-time", END.isoformat()]
+    cases = [
+        (pa.table({"userid": ["y"], "when": [s]}),
+         f"the sessions file {root}/day=2/b.parquet has no column 'time', which the other "
+         "sessions files have; fix that file or move it out of the sessions path"),
+        (pa.table({"userid": ["y"], "time": pa.array([START], pa.timestamp("us", "UTC"))}),
+         f"the sessions files disagree on the type of column 'time': {root}/day=1/a.parquet has "
+         f"BIGINT, {root}/day=2/b.parquet has TIMESTAMP WITH TIME ZONE; rewrite one of them "
+         "with the other's type"),
+    ]  # fmt: skip
+    for other, message in cases:
+        pq.write_table(other, root / "day=2" / "b.parquet")
+        code, out, err = mbp(*args)
+        assert (code, out, err) == (2, "", f"mbp: error: {message}\n")
+    # Narrower types of one family are one table.
+    pq.write_table(pa.table({"userid": pa.array([5]), "time": pa.array([s], pa.int32())}),
+                   root / "day=2" / "b.parquet")  # fmt: skip
+    assert mbp(*args)[:2] == (0, "'5','x'\n")
+    # A file beside the key=value folders is not part of their dataset.
+    pq.write_table(pa.table({"userid": ["z"], "time": [s]}), root / "stray.parquet")
+    code, out, err = mbp(*args)
+    assert (code, out) == (2, "")
+    assert err.startswith("mbp: error: the sessions files are not one dataset: their key=value")

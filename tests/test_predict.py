@@ -989,3 +989,45 @@ def test_output_that_is_a_broken_symlink(mbp, models, features, tmp_path):
     )
     assert (code, stdout) == (2, "")
     assert "is a broken symbolic link; --output must be a directory" in stderr
+
+
+def test_an_input_file_without_a_feature_is_named_not_read_as_nulls(mbp, models, tmp_path):
+    """Read by name with the other files, its rows would have nulls for the feature."""
+    folder = tmp_path / "input"
+    folder.mkdir()
+    whole = table(40, seed=5)
+    pq.write_table(whole.slice(0, 20), folder / "a.parquet")
+    pq.write_table(whole.slice(20).drop_columns(["f1"]), folder / "b.parquet")
+    code, out, err = predict(mbp, models["tensor"], folder, tmp_path / "out")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"mbp: error: the input file {folder / 'b.parquet'} has no column 'f1', which the other "
+        "input files have; fix that file or move it out of the input path\n"
+    )
+    assert not (tmp_path / "out").exists()
+    # Files that agree, one with f1 as float32, are one table.
+    pq.write_table(whole.slice(20).set_column(3, "f1", whole["f1"].slice(20).cast(pa.float32())),
+                   folder / "b.parquet")  # fmt: skip
+    code, _, err = predict(mbp, models["tensor"], folder, tmp_path / "out", "-q")
+    assert (code, err) == (0, "")
+    assert sum(pq.read_table(p).num_rows for p in parquet_files(tmp_path / "out")) == 40
+
+
+def test_the_output_dataset_must_lie_outside_the_input(mbp, models, features, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "features.parquet").write_bytes(features.read_bytes())
+    code, out, err = predict(mbp, models["tensor"], folder, folder / "predictions")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"mbp: error: --output {str(folder / 'predictions')!r} is inside --input {str(folder)!r}, "
+        "so later runs would read the predictions as input; put the output dataset beside "
+        "the input folder\n"
+    )
+    assert sorted(p.name for p in folder.iterdir()) == ["features.parquet"]
+    # A glob that picks up the output's batches is refused too, once a batch exists.
+    assert predict(mbp, models["tensor"], features, tmp_path / "pred", "-q")[0] == 0
+    pattern = str(tmp_path / "**" / "*.parquet")
+    code, out, err = predict(mbp, models["tensor"], pattern, tmp_path / "pred")
+    assert (code, out) == (2, "")
+    assert err.startswith(f"mbp: error: --input {pattern!r} takes files from the --output dataset")

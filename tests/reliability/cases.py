@@ -257,6 +257,19 @@ CASES += [
         r"part of an mbp dataset; .*overwrite would delete it",
     ),
     _bad(
+        "output-in-input",
+        "`--output` is a folder inside the `--input` folder (the next run would read the "
+        "scores as features)",
+        2,
+        r"^mbp: error: --output .*out' is inside --input .*; put the output dataset beside",
+    ),
+    _bad(
+        "input-in-output",
+        "`--input` is a glob that also matches the batches of the `--output` dataset",
+        2,
+        r"^mbp: error: --input .* takes files from the --output dataset .*out'",
+    ),
+    _bad(
         "overwrite-hidden-files",
         "`--output-mode overwrite` on a folder whose only contents are hidden (`.git`, `.ssh`, "
         "as with `--output ~`)",

@@ -96,8 +96,18 @@ def _overwrite_foreign(tmp: Path, m: Models) -> list[str]:
     # `--output .` from a project folder: overwrite must not delete the model, the input...
     _existing_dataset(tmp)
     (tmp / "out" / "notes.txt").write_text("not a batch")
-    src = write(table(40), tmp / "out" / "features.parquet")
-    return _predict(m, src, tmp, "--output-mode", "overwrite")
+    write(table(40), tmp / "out" / "features.parquet")
+    return _predict(m, _table(tmp), tmp, "--output-mode", "overwrite")
+
+
+def _output_in_input(tmp: Path, m: Models) -> list[str]:
+    _table(tmp)  # tmp/in.parquet, and the output would go to tmp/out
+    return _predict(m, tmp, tmp)
+
+
+def _input_in_output(tmp: Path, m: Models) -> list[str]:
+    _existing_dataset(tmp)
+    return _predict(m, str(tmp / "**" / "*.parquet"), tmp)
 
 
 def _overwrite_hidden(tmp: Path, m: Models) -> list[str]:
@@ -187,6 +197,8 @@ SETUP: dict[str, Builder] = {
     "output-unwritable": _unwritable,
     "overwrite-foreign-files": _overwrite_foreign,
     "overwrite-hidden-files": _overwrite_hidden,
+    "output-in-input": _output_in_input,
+    "input-in-output": _input_in_output,
     "overwrite-working-folder": _overwrite_cwd,
     "lock-symlink": _lock_symlink,
     "filter-sql-or": _filtered("'1') OR 1=1 --"),
