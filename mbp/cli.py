@@ -499,6 +499,7 @@ def _rank_table(table: Any, file: Any) -> None:
     """The ranked rows as a rich table, for eyes."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     view = Table()
     for i, name in enumerate(table.column_names):
@@ -510,7 +511,8 @@ def _rank_table(table: Any, file: Any) -> None:
             overflow="fold",
         )
     for row in table.to_pylist():
-        view.add_row(*(_cell(name, value) for name, value in row.items()))
+        # Text, not markup: an id '[bold]x[/bold]' is shown as it is.
+        view.add_row(*(Text(_cell(name, value)) for name, value in row.items()))
     # Piped on purpose (`--format table | less`): size to the content, not to 80 columns.
     width = None if getattr(file, "isatty", lambda: False)() else 240
     Console(file=file, width=width).print(view)
@@ -526,7 +528,12 @@ def _cell(name: str, value: Any) -> str:
         return f"{value:.4f}"
     if name == "time" and isinstance(value, int):
         return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return str(value)
+    # Control characters from the data (an escape sequence in a name) would drive the
+    # terminal; show them escaped.
+    return str(value).translate(_CONTROLS)
+
+
+_CONTROLS = {c: repr(chr(c))[1:-1] for c in (*range(0x20), *range(0x7F, 0xA0))}
 
 
 @app.command("rank", cls=MbpCommand)

@@ -405,6 +405,20 @@ def test_terminal_defaults_to_a_table(mbp, history, monkeypatch):
     assert not out.startswith('"userid"')
 
 
+def test_the_table_shows_values_as_they_are_and_escapes_control_characters(
+    mbp, history, monkeypatch
+):
+    """Data is neither rich markup nor terminal commands: '[bold]x[/bold]' stays itself,
+    and an escape sequence in a name does not clear the screen."""
+    history.batch(T0, [("[bold]x[/bold]", 0.9), ("evil\x1b[2J\x1b]0;t\x07", 0.8)])
+    monkeypatch.setattr(cli, "_stdout_is_terminal", lambda: True)
+    code, out, err = mbp("rank", "--predictions", str(history.root), "--format", "table")
+    assert (code, err) == (0, "")
+    body = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
+    assert body == ["[bold]x[/bold]", "evil\\x1b[2J\\x1b]0;t\\x07"]
+    assert "\x1b" not in out and "\x07" not in out
+
+
 @pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
 def test_text_formats(mbp, history, info_file, fmt):
     path, table = info_file
