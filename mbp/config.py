@@ -27,8 +27,8 @@ def key_name(key: str) -> str:
 def read(path: Path) -> dict[str, Any]:
     """The parsed TOML file, or a usage error naming the file."""
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        # utf-8-sig: an editor's byte-order mark is no part of the settings.
+        return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
     except FileNotFoundError as exc:
         raise UsageError(f"config file {str(path)!r} does not exist; check --config") from exc
     except OSError as exc:

@@ -101,7 +101,7 @@ def resolve(value: str, models_dir: str | Path = "models") -> ResolvedModel:
     pin = folder / "CURRENT"
     if pin.is_file():
         try:
-            pinned = pin.read_text(encoding="utf-8").strip().removesuffix(".onnx")
+            pinned = pin.read_text(encoding="utf-8-sig").strip().removesuffix(".onnx")
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(
                 f"cannot read {str(pin)!r} ({exc}); it names the pinned version, as text"

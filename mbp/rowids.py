@@ -77,8 +77,11 @@ def read_filter(value: str, stdin: TextIO | None) -> str:
 
 
 def _utf8(data: bytes, where: str) -> str:
+    # A file or a pipe may start with a byte-order mark (Windows editors write one): it is
+    # no part of the first id. In an argument it can only be a mistake, refused below.
+    codec = "utf-8" if where == "argument" else "utf-8-sig"
     try:
-        return data.decode("utf-8")
+        return data.decode(codec)
     except UnicodeDecodeError as exc:
         raise UsageError(
             f"the rowid filter {where} is not UTF-8 text (byte {data[exc.start]:#04x} at "
@@ -103,6 +106,8 @@ def _describe_bad(text: str, pos: int) -> str:
         return "a quote that does not close (double a quote inside an id: '')"
     if c == ",":
         return "an empty item"
+    if c == "\ufeff":
+        return "a byte-order mark (U+FEFF); remove it"
     return f"unexpected {c!r}"
 
 
@@ -121,7 +126,7 @@ def parse(text: str) -> list[str]:
         quoted, bare = m.groups()
         if bare is not None and (bad := _foreign(bare)) >= 0:
             at = m.start(2) + bad
-            raise _error(text, at, f"unexpected {text[at]!r}")
+            raise _error(text, at, _describe_bad(text, at))
         ids[quoted.replace("''", "'") if quoted is not None else bare] = None
         pos = m.end()
         if pos >= n:

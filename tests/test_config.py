@@ -230,3 +230,9 @@ def test_an_empty_scheduled_time_variable_is_refused(mbp, sessions: Path) -> Non
     # The flag still wins over the variable.
     code, out, _ = mbp(*args, "--scheduled-time", END.isoformat(), env={"MBP_SCHEDULED_TIME": ""})
     assert (code, out) == (0, "'m1'\n")
+
+
+def test_a_byte_order_mark_in_mbp_toml_is_ignored(mbp, sessions: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "mbp.toml"
+    cfg.write_bytes(f'\ufeff[list-users]\nsessions = "{sessions}"\n'.encode())
+    assert mbp(*ARGS, "--config", str(cfg))[:2] == (0, "'m1'\n")

@@ -45,6 +45,8 @@ def test_current_pins_a_version(tmp_path, models):
     assert mdl.resolve("ltv", tmp_path).version == "2026-10"
     (folder / "CURRENT").write_text("2026-11.onnx")
     assert mdl.resolve("ltv", tmp_path).version == "2026-11"
+    (folder / "CURRENT").write_bytes("\ufeff2026-10\r\n".encode())  # as Notepad saves it
+    assert mdl.resolve("ltv", tmp_path).version == "2026-10"
 
 
 def test_current_naming_a_missing_version(tmp_path, models):

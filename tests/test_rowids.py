@@ -155,5 +155,20 @@ def test_bare_ids_take_letters_marks_and_digits_of_any_script(text: str, ids: li
 def test_bare_ids_refuse_other_symbols(text: str, position: int) -> None:
     """A curly quote, a byte-order mark, a zero-width space, '€' or a full-width comma is
     more likely a paste gone wrong than part of an id: refused, not matched to nobody."""
-    with pytest.raises(UsageError, match=f"at character {position} .*unexpected"):
+    with pytest.raises(UsageError, match=f"at character {position} .*(unexpected|byte-order mark)"):
         rowids.parse(text)
+
+
+def test_a_byte_order_mark_starting_a_file_or_stdin_is_no_part_of_the_ids(tmp_path) -> None:
+    f = tmp_path / "ids.txt"
+    f.write_bytes("\ufeffa\nb\n".encode())
+    assert rowids.parse(rowids.read_filter(f"@{f}", io.StringIO())) == ["a", "b"]
+
+    class Stdin(io.StringIO):
+        buffer = io.BytesIO("\ufeff'a','b'".encode())
+
+    assert rowids.parse(rowids.read_filter("-", Stdin())) == ["a", "b"]
+    with pytest.raises(
+        UsageError, match="character 1 .*a byte-order mark \\(U\\+FEFF\\); remove it"
+    ):
+        rowids.parse(rowids.read_filter("\ufeffa,b", None))
