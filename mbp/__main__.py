@@ -1,6 +1,6 @@
 """The `mbp` command and `python -m mbp`.
 
-Until the CLI's own handlers are in place, Ctrl-C and SIGTERM end the run at once with
+Until the CLI's own handlers are in place, Ctrl-C, SIGTERM and SIGHUP end the run at once with
 one line: the imports take a tenth of a second, and nothing has been written yet.
 """
 
@@ -10,7 +10,7 @@ import sys
 
 
 def _early(signum: int, frame: object) -> None:
-    word = "interrupted" if signum == signal.SIGINT else "terminated"
+    word = {signal.SIGINT: "interrupted", signal.SIGHUP: "hung up"}.get(signum, "terminated")
     try:
         sys.stderr.write(f"mbp: error: {word}\n")
         sys.stderr.flush()
@@ -20,7 +20,7 @@ def _early(signum: int, frame: object) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _early)
     from mbp.cli import main as cli_main
 

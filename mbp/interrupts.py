@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM: stop the run, and remember that it was asked to stop.
+"""Ctrl-C, SIGTERM and SIGHUP: stop the run, and remember that it was asked to stop.
 
 The handler raises Interrupted, which unwinds through the dataset lock and the batch writer.
 Libraries can swallow that exception (DuckDB polls for signals while it scans and drops the
@@ -14,18 +14,18 @@ from types import FrameType
 
 from mbp.errors import Interrupted
 
-_MESSAGES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+_MESSAGES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
 _received: int | None = None
 
 
 def install() -> None:
-    """Handle SIGINT and SIGTERM in this process (the CLI does; a library user need not)."""
+    """Handle SIGINT, SIGTERM and SIGHUP in this process (the CLI does; a library user need not)."""
     for signum in _MESSAGES:
         signal.signal(signum, _handle)
 
 
 def restore() -> None:
-    """Give SIGINT and SIGTERM back their default action: they end the process at once."""
+    """Give SIGINT, SIGTERM and SIGHUP back their default action: they end the process at once."""
     for signum in _MESSAGES:
         signal.signal(signum, signal.SIG_DFL)
 

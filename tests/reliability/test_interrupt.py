@@ -34,7 +34,11 @@ from models import table, write
 from mbp.dataset import DatasetLock
 
 ROUNDS = 6
-MESSAGE = {signal.SIGINT: "mbp: error: interrupted\n", signal.SIGTERM: "mbp: error: terminated\n"}
+MESSAGE = {
+    signal.SIGINT: "mbp: error: interrupted\n",
+    signal.SIGTERM: "mbp: error: terminated\n",
+    signal.SIGHUP: "mbp: error: hung up\n",
+}
 WHOLE_NEW = Batch(BIG_ROWS, BIG_ROWS, 1)
 WHOLE_OLD = Batch(5_000, 5_000, 1)
 
@@ -160,7 +164,9 @@ HOLD = """
 """
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+)
 @case("signal-while-waiting")
 def test_signal_while_waiting_for_the_lock(models, tmp_path: Path, signum: int) -> None:
     root = tmp_path / "scores"
