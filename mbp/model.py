@@ -84,6 +84,11 @@ def resolve(value: str, models_dir: str | Path = "models") -> ResolvedModel:
     root = Path(models_dir).expanduser()
     name, _, version = value.partition("@")
     folder = root / name
+    if not root.is_dir():
+        raise UsageError(
+            f"the models folder {str(root)!r} does not exist (looking for model {value!r}); "
+            "set --models-dir, or give --model an .onnx path"
+        )
     if not name or not folder.is_dir() or not versions(folder):
         have = ", ".join(_names(root)) or "none"
         raise UsageError(
@@ -221,6 +226,9 @@ def feeds(model: Model, columns: dict[str, str], features: list[str] | None = No
             f"model input {deep[0].name!r} has shape {list(deep[0].shape)}; mbp feeds a row "
             "per item, inputs of shape [N] or [N, columns]"
         )
+    if features and len(set(features)) != len(features):
+        twice = next(f for f in features if features.count(f) > 1)
+        raise UsageError(f"--features names {twice!r} twice; list each column once")
     if len(model.inputs) == 1 and (features or "features" in model.metadata):
         tensor = model.inputs[0]
         ordered = features or parse_features(model.metadata["features"]) or []

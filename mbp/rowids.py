@@ -64,6 +64,8 @@ def read_filter(value: str, stdin: TextIO | None) -> str:
             return stdin.read()
         return _utf8(buffer.read(), "on stdin")
     if value.startswith("@"):
+        if value == "@":
+            raise UsageError("--rowid-filter @ needs a file name after it: @ids.txt")
         path = Path(value[1:])
         try:
             data = path.read_bytes()

@@ -105,6 +105,11 @@ def parquet_files(path: str, what: str = "input") -> list[str]:
                 "point it at a .parquet file, a directory of them, or a glob"
             )
         return files
+    if os.path.islink(path):
+        raise UsageError(
+            f"the {what} path {path!r} is a symbolic link to {os.readlink(path)!r}, which "
+            "does not exist; fix the link"
+        )
     if os.path.lexists(path):
         raise UsageError(f"the {what} path {path!r} is not a file or a directory")
     raise UsageError(f"the {what} path {path!r} does not exist; check the path")

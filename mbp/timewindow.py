@@ -107,6 +107,12 @@ def parse_instant(text: str, tz: tzinfo, option: str = "--scheduled-time") -> da
         ) from exc
     if naive and EARLIEST <= dt < LATEST:
         _one_instant(dt, tz, f"{option} {text!r}")
+    if dt.microsecond:
+        # 10:05:00.5 would name the batch of 10:05:00 and replace it.
+        raise UsageError(
+            f"{option} {text!r} has a fraction of a second; batches are named and timed to "
+            "the second, give whole seconds"
+        )
     if not EARLIEST <= dt < LATEST:
         raise UsageError(f"{option} {text!r} is not between the years 1970 and 9000")
     return dt

@@ -405,3 +405,14 @@ def test_session_files_must_agree_on_their_columns(mbp, tmp_path: Path) -> None:
     code, out, err = mbp(*args)
     assert (code, out) == (2, "")
     assert err.startswith("mbp: error: the sessions files are not one dataset: their key=value")
+
+
+def test_a_broken_symlink_is_named_as_one(mbp, tmp_path: Path) -> None:
+    link = tmp_path / "sessions"
+    link.symlink_to(tmp_path / "gone")
+    code, out, err = mbp("list-users", "--sessions", str(link), "--scheduled-time", "0")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"mbp: error: the sessions path {str(link)!r} is a symbolic link to "
+        f"{str(tmp_path / 'gone')!r}, which does not exist; fix the link\n"
+    )

@@ -81,6 +81,8 @@ def test_unknown_name_lists_the_models(tmp_path, models):
     with pytest.raises(UsageError, match=r"no model 'fraud' .*models there: churn, ltv\)"):
         mdl.resolve("fraud", tmp_path)
     with pytest.raises(UsageError, match=r"models there: none"):
+        mdl.resolve("ltv", tmp_path / "empty")
+    with pytest.raises(UsageError, match=r"the models folder .*nowhere' does not exist"):
         mdl.resolve("ltv", tmp_path / "nowhere")
 
 

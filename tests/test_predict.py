@@ -1031,3 +1031,19 @@ def test_the_output_dataset_must_lie_outside_the_input(mbp, models, features, tm
     code, out, err = predict(mbp, models["tensor"], pattern, tmp_path / "pred")
     assert (code, out) == (2, "")
     assert err.startswith(f"mbp: error: --input {pattern!r} takes files from the --output dataset")
+
+
+def test_features_named_twice_are_refused(mbp, models, features, tmp_path):
+    code, out, err = predict(mbp, models["tensor"], features, tmp_path / "out",
+                             "--features", "f0,f1,f0")  # fmt: skip
+    assert (code, out) == (2, "")
+    assert err == "mbp: error: --features names 'f0' twice; list each column once\n"
+
+
+def test_a_missing_models_folder_is_named(mbp, features, tmp_path):
+    code, out, err = predict(mbp, "ltv", features, tmp_path / "out",
+                             "--models-dir", str(tmp_path / "nope"))  # fmt: skip
+    assert (code, out) == (2, "")
+    assert err.startswith(
+        f"mbp: error: the models folder {str(tmp_path / 'nope')!r} does not exist"
+    )

@@ -172,3 +172,8 @@ def test_a_byte_order_mark_starting_a_file_or_stdin_is_no_part_of_the_ids(tmp_pa
         UsageError, match="character 1 .*a byte-order mark \\(U\\+FEFF\\); remove it"
     ):
         rowids.parse(rowids.read_filter("\ufeffa,b", None))
+
+
+def test_an_at_sign_alone_asks_for_a_file_name() -> None:
+    with pytest.raises(UsageError, match="--rowid-filter @ needs a file name after it"):
+        rowids.read_filter("@", io.StringIO())

@@ -225,3 +225,13 @@ def test_each_instant_of_a_dst_night_has_its_own_batch_name() -> None:
         "20260329T013000", "20260329T033000", "20260329T033000",
         "20261025T023000+0200", "20261025T023000+0100", "20261025T023000+0100",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "text", ["2026-12-03T10:05:00.5", "1764756300.25", "2026-12-03T10:05:00.000001Z"]
+)
+def test_a_scheduled_time_with_a_fraction_of_a_second_is_refused(text: str) -> None:
+    """It would share the file name of the whole second's batch and replace it."""
+    with pytest.raises(UsageError, match="has a fraction of a second; batches are named"):
+        tw.parse_instant(text, UTC)
+    assert tw.parse_instant("1764756300.0", UTC).timestamp() == 1764756300
