@@ -41,9 +41,9 @@ tests/reliability/cases.py; a test fails when the two differ. Edit cases.py, not
   commits. A second run waits `--lock-timeout` seconds, then exits 75 naming the holder's
   pid. The kernel drops the lock of a killed process, so a crash never leaves it held.
 - **Interrupts.** SIGINT exits 130, SIGTERM 143 and SIGHUP 129 (a closed terminal), with
-  one line on stderr, after rolling back the batch in progress and releasing the lock. A signal that a library swallows
-  (DuckDB polls for signals while it scans) is still honoured: no batch is committed after
-  it, and the exit code and message report it. One that arrives while a module loads is
+  one line on stderr, after rolling back the batch in progress and releasing the lock. A
+  signal that a library swallows (DuckDB polls for signals while it scans) is still
+  honoured: no batch is committed after it, and the exit code and message report it. One that arrives while a module loads is
   held until the next step (an exception inside a native module's initialisation would
   abort the process), and nothing is written or printed after it. Once the run is over,
   the signals' default action is restored, so a late one still ends the process with
