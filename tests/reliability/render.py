@@ -43,11 +43,11 @@ tests/reliability/cases.py; a test fails when the two differ. Edit cases.py, not
 - **Interrupts.** SIGINT exits 130, SIGTERM 143 and SIGHUP 129 (a closed terminal), with
   one line on stderr, after rolling back the batch in progress and releasing the lock. A
   signal that a library swallows (DuckDB polls for signals while it scans) is still
-  honoured: no batch is committed after it, and the exit code and message report it. One that arrives while a module loads is
-  held until the next step (an exception inside a native module's initialisation would
-  abort the process), and nothing is written or printed after it. Once the run is over,
-  the signals' default action is restored, so a late one still ends the process with
-  130/143, never with a lost signal and status 0.
+  honoured: no batch is committed after it, and the exit code and message report it. One
+  that arrives while a module loads is held until the next step (an exception inside a
+  native module's initialisation would abort the process), and nothing is written or
+  printed after it. Once the run is over, the signals' default action is restored, so a
+  late one still ends the process with 130/143/129, never with a lost signal and status 0.
 - **Bad input.** One line `mbp: error: ...` on stderr saying what is wrong and what to do,
   the documented exit code (1 runtime failure, 2 usage or bad input, 75 locked, 130/143
   interrupted), no traceback (unless `MBP_DEBUG=1`), and nothing written.
