@@ -10,7 +10,8 @@ import sys
 
 
 def _early(signum: int, frame: object) -> None:
-    word = {signal.SIGINT: "interrupted", signal.SIGHUP: "hung up"}.get(signum, "terminated")
+    names = {int(signal.SIGINT): "interrupted", int(signal.SIGHUP): "hung up"}
+    word = names.get(signum, "terminated")
     try:
         sys.stderr.write(f"mbp: error: {word}\n")
         sys.stderr.flush()
