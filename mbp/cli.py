@@ -702,6 +702,9 @@ def _predict_report(summary: dict[str, Any]) -> str:
     else:
         ids = f"{given:,} ids given, {summary['ids_without_row']:,} with no input row"
     matched = f"{summary['rows_matched']:,} rows matched"
+    if given and summary["rows_matched"] > given - summary["ids_without_row"]:
+        # Every row is scored; rank keeps one score per user, the higher of a batch's.
+        matched += " (some ids have more than one input row)"
     if given == 0:
         return "mbp predict: the --rowid-filter is empty; nothing scored, nothing written"
     if summary["dry_run"]:

@@ -1047,3 +1047,17 @@ def test_a_missing_models_folder_is_named(mbp, features, tmp_path):
     assert err.startswith(
         f"mbp: error: the models folder {str(tmp_path / 'nope')!r} does not exist"
     )
+
+
+def test_ids_on_more_than_one_input_row_are_all_scored_and_said(mbp, models, tmp_path):
+    whole = table(10, seed=2)
+    doubled = pa.concat_tables([whole, whole.slice(3, 2)])  # u00003 and u00004 twice
+    src = write(doubled, tmp_path / "in.parquet")
+    code, _, err = predict(mbp, models["tensor"], src, tmp_path / "out",
+                           "--rowid-filter", "u00003,u00004,u00005")  # fmt: skip
+    assert code == 0
+    assert "3 ids given, 0 with no input row; 5 rows matched (some ids have more than one " in err
+    (written,) = parquet_files(tmp_path / "out")
+    assert sorted(pq.read_table(written)["userid"].to_pylist()) == [
+        "u00003", "u00003", "u00004", "u00004", "u00005",
+    ]  # fmt: skip

@@ -69,7 +69,8 @@ def expected(
     since: int | None = None,
 ) -> list[dict]:
     """The ranking by hand: every batch numbered in path order, the latest score per user
-    by arg_max over (time, batch, score), then threshold, join, order, limit."""
+    by arg_max_null over (time, batch, score) (a missing latest score is kept, and ranks
+    nobody), then threshold, join, order, limit."""
     parts = []
     for seq, path in enumerate(sorted(history.files, key=str)):
         t = pq.read_table(path)
@@ -82,15 +83,15 @@ def expected(
     rows = con.execute(
         """
         SELECT userid,
-               arg_max(score, (time, seq, score)) AS score,
+               arg_max_null(score, (time, seq, score)) AS score,
                max(time) AS time,
-               arg_max(model, (time, seq, score)) AS model,
-               arg_max(model_version, (time, seq, score)) AS model_version
+               arg_max_null(model, (time, seq, score)) AS model,
+               arg_max_null(model_version, (time, seq, score)) AS model_version
         FROM hist WHERE time >= ? GROUP BY userid
         """,
         [lower],
     ).fetchall()
-    latest = [dict(zip(COLUMNS, r, strict=True)) for r in rows if r[1] >= threshold]
+    latest = [dict(zip(COLUMNS, r, strict=True)) for r in rows if r[1] is not None and r[1] >= threshold]
     latest.sort(key=lambda r: (-r["score"], r["userid"]))
     if limit:
         latest = latest[:limit]
@@ -853,4 +854,13 @@ def test_user_info_columns_named_like_rank_working_columns_are_refused(mbp, hist
     assert err.count("\n") == 1
     code, out, err = mbp(*args, "--columns", "userid")  # left out, it is no trouble
     assert (code, err) == (0, "")
+    assert_csv(out, expected(history))
+
+
+def test_a_missing_latest_score_ranks_nobody(mbp, history):
+    history.batch(T0, [("a", 0.9), ("b", 0.8)])
+    history.batch(T0 + 300, [("a", None), ("c", 0.75)])  # a's latest score is missing
+    code, out, err = mbp("rank", "--predictions", str(history.root), "--format", "csv")
+    assert (code, err) == (0, "")
+    assert [r["userid"] for r in parse_csv(out)[1]] == ["b", "c"]
     assert_csv(out, expected(history))
