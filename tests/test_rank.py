@@ -91,7 +91,8 @@ def expected(
         """,
         [lower],
     ).fetchall()
-    latest = [dict(zip(COLUMNS, r, strict=True)) for r in rows if r[1] is not None and r[1] >= threshold]
+    kept = [r for r in rows if r[1] is not None and r[1] >= threshold]
+    latest = [dict(zip(COLUMNS, r, strict=True)) for r in kept]
     latest.sort(key=lambda r: (-r["score"], r["userid"]))
     if limit:
         latest = latest[:limit]
