@@ -29,6 +29,14 @@ class MbpGroup(TyperGroup):
     def get_params(self, ctx: click.Context) -> list[Any]:
         return _plain_coercion(super().get_params(ctx))
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        # The order of the pipeline, not of the source file.
+        order = ["list-users", "predict", "rank", "config"]
+        return sorted(
+            super().list_commands(ctx),
+            key=lambda n: (n not in order, order.index(n) if n in order else 0, n),
+        )
+
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> NoReturn:  # type: ignore[override]
         extra.pop("standalone_mode", None)
         message: str | None = None
@@ -449,7 +457,9 @@ def show_config(
     """Print a command's effective settings and where each came from.
 
     Any further options are read as that command would read them, so their effect
-    shows too. The output is valid TOML, ready to paste into mbp.toml.
+    shows too. The output is valid TOML; its paths are as the command resolved them
+    (from the working folder), so before pasting them into an mbp.toml elsewhere, make
+    them relative to that file's folder.
 
     Example:
 

@@ -196,6 +196,13 @@ def test_mbp_alone_shows_the_help_on_stderr(mbp) -> None:
     assert "list-users" in err and "\n  predict " in err
 
 
+def test_help_lists_the_commands_in_pipeline_order(mbp) -> None:
+    code, out, err = mbp("--help")
+    assert (code, err) == (0, "")
+    listed = [ln.split()[0] for ln in out.split("Commands:")[1].splitlines() if ln.strip()]
+    assert listed == ["list-users", "predict", "rank", "config"]
+
+
 def test_a_flag_turns_off_what_the_config_file_turns_on(mbp, tmp_path) -> None:
     cfg = tmp_path / "mbp.toml"
     cfg.write_text("[predict]\nquiet = true\njson = true\n")
