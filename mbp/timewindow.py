@@ -240,7 +240,9 @@ def window(end: datetime, length: int, lookback: int, tz: tzinfo) -> Window:
     where a DST change makes two grid times more or less than `length` apart.
     """
     start = subtract(end, length, tz)
-    if length % DAY and floor_time(end, length, tz).timestamp() == end.timestamp():
+    # Days too: where clocks skip midnight a day starts at 01:00, and a whole day back
+    # from that would leave out the previous day's first hour.
+    if floor_time(end, length, tz).timestamp() == end.timestamp():
         start = floor_time(datetime.fromtimestamp(end.timestamp() - 1, UTC), length, tz)
     if lookback:
         start = datetime.fromtimestamp(start.timestamp() - lookback, UTC)

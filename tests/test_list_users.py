@@ -258,6 +258,30 @@ def test_dst_fall_back_day_is_25_hours(mbp, tmp_path: Path) -> None:
     assert "just_after_midnight" in want  # a fixed 24 h window would miss it
 
 
+def test_a_day_that_starts_at_one_is_read_from_its_first_instant(mbp, tmp_path: Path) -> None:
+    """Santiago skips midnight on 2026-09-06: that day starts at 01:00, and the batch
+    cron floors to then must still cover the whole of 5 September, from its midnight."""
+    cl = ZoneInfo("America/Santiago")
+    events = {
+        "sep5_early": datetime(2026, 9, 5, 0, 30, tzinfo=cl),
+        "sep5_noon": datetime(2026, 9, 5, 12, 0, tzinfo=cl),
+        "sep4_late": datetime(2026, 9, 4, 23, 59, tzinfo=cl),
+        "sep6": datetime(2026, 9, 6, 1, 0, tzinfo=cl),
+    }
+    path = tmp_path / "s.parquet"
+    times = [int(d.timestamp()) for d in events.values()]
+    pq.write_table(pa.table({"userid": list(events), "time": times}), path)
+    args = ["list-users", "--sessions", str(path), "--window", "1d"]
+    # 01:00 is what cron's default floors to that morning (the grid's midnight is skipped).
+    code, out, err = mbp(*args, "--timezone", "America/Santiago",
+                         "--scheduled-time", "2026-09-06T01:00:00")  # fmt: skip
+    start = datetime(2026, 9, 5, tzinfo=cl).timestamp()
+    end = datetime(2026, 9, 6, 1, 0, tzinfo=cl).timestamp()  # midnight does not exist
+    want = sorted(k for k, d in events.items() if start <= d.timestamp() < end)
+    assert (code, out, err) == (0, quoted(want) + "\n", "")
+    assert "sep5_early" in want
+
+
 def test_dst_spring_forward_with_naive_timestamps(mbp, tmp_path: Path) -> None:
     """Naive times are wall-clock readings in --timezone; 5m window right after 03:00 EDT."""
     walls = [

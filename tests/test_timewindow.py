@@ -159,8 +159,10 @@ def test_floor_is_a_real_time_at_or_before_now(when: datetime, step: int, zone: 
 
 
 # Around the clock changes of 2026: spring and autumn in Berlin and New York (1 h), Lord
-# Howe (30 min), and Chatham (1 h at 02:45 local).
+# Howe (30 min), Chatham (1 h at 02:45 local) and Santiago (1 h at midnight, so a day
+# starts at 01:00 or has its last hour twice).
 CHANGES = {
+    "America/Santiago": ["2026-04-05T03:00:00+00:00", "2026-09-06T04:00:00+00:00"],
     "Europe/Berlin": ["2026-03-29T01:00:00+00:00", "2026-10-25T01:00:00+00:00"],
     "America/New_York": ["2026-03-08T07:00:00+00:00", "2026-11-01T06:00:00+00:00"],
     "Australia/Lord_Howe": ["2026-04-04T15:00:00+00:00", "2026-10-03T15:30:00+00:00"],
@@ -169,7 +171,7 @@ CHANGES = {
 
 
 @pytest.mark.parametrize("zone", sorted(CHANGES))
-@pytest.mark.parametrize("step", [300, 420, 2700, 3600, 5400, 7200, 6 * 3600])
+@pytest.mark.parametrize("step", [300, 420, 2700, 3600, 5400, 7200, 6 * 3600, 86400, 2 * 86400])
 def test_default_batches_tile_time_across_clock_changes(zone: str, step: int) -> None:
     """Cron every few seconds through each change: the scheduled times never go back,
     each has its own batch name, and their windows meet end to start."""
