@@ -31,6 +31,7 @@ from mbp.errors import LockedError, MbpError, RuntimeFailure, UsageError
 from mbp.timewindow import batch_name
 
 LOCK_NAME = ".mbp.lock"
+ROW_GROUP_ROWS = 65_536  # the fewest rows of a row group but the last (see BatchWriter.write)
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 _NO_EXCHANGE = {errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
@@ -345,6 +346,8 @@ class BatchWriter:
         self._made: list[Path] = []
         self._file: BinaryIO | None = None
         self._writer: pq.ParquetWriter | None = None
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
         self._lock_fd: int | None = None
         self._committed = False
 
@@ -385,19 +388,34 @@ class BatchWriter:
         return self._writer
 
     def write(self, data: pa.RecordBatch | pa.Table) -> None:
-        """Append rows; each call becomes a row group, so memory stays bounded by one call."""
+        """Append rows. Small calls are gathered into row groups of ROW_GROUP_ROWS: the
+        writer keeps each row group's metadata until it closes (12 KB a group: a million
+        one-row groups took 6 GB), so memory stays bounded by the larger of the two."""
         interrupts.check()
+        if self._writer is None:
+            self._open()  # refusals (a folder in the file's place, ...) before any scoring
+        self._pending.append(data if isinstance(data, pa.Table) else pa.Table.from_batches([data]))
+        self._pending_rows += data.num_rows
+        self.rows += data.num_rows
+        if self._pending_rows >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
         writer = self._writer or self._open()
+        if not self._pending:
+            return
+        rows = pa.concat_tables(self._pending)
+        self._pending, self._pending_rows = [], 0
         with _io(self._tmp):
-            writer.write(data)
+            writer.write_table(rows)
             if self._file is not None:
                 self._file.flush()  # the row group goes to the OS now, not at the next write
-        self.rows += data.num_rows
 
     def commit(self) -> int:
         """Make the batch visible in one step; return the rows written (0 still writes the file)."""
         # A signal whose exception a library swallowed must still stop the batch going public.
         interrupts.check()
+        self._flush()
         writer = self._writer or self._open()
         assert self._file is not None
         with _io(self._final):

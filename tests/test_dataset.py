@@ -298,7 +298,7 @@ def test_batch_is_invisible_to_readers_until_commit(tmp_path: Path, mode: str) -
     old = table(["a", "b"], 0.1)
     write_batch(root, "2026-12-03T10:00:00", old)
     target = batch_path(root, datetime(2026, 12, 3, 10, 5, tzinfo=UTC), UTC_TZ)
-    new = table(["x"], 0.9)
+    new = table([f"x{i}" for i in range(dataset.ROW_GROUP_ROWS)], 0.9)  # one whole row group
     with DatasetLock(root), BatchWriter(root, target, SCHEMA, mode) as w:
         w.write(new)
         hidden = [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]

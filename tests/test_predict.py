@@ -255,9 +255,23 @@ def test_twenty_thousand_ids_from_stdin(mbp, models, tmp_path):
     assert_scores(
         written(out), rows["userid"].to_pylist(), onnx_scores(models["tensor"], rows, "tensor")
     )
-    # --batch-size bounds each write: every row group holds at most 4,096 rows.
+    # Batches of 4,096 rows are gathered into row groups of 65,536 (here, the one).
     meta = pq.ParquetFile(out / BATCH_FILE).metadata
-    assert max(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) <= 4096
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [15_000]
+
+
+def test_small_batches_are_gathered_into_large_row_groups(mbp, models, tmp_path):
+    """A row group per --batch-size rows would cost the writer memory per group until it
+    closes (a million one-row groups took 6 GB) and every reader time."""
+    big = write(table(140_000, seed=4), tmp_path / "big.parquet")
+    out = tmp_path / "out"
+    code, _, stderr = predict(mbp, models["tensor"], big, out, "--batch-size", "1000", "-q")
+    assert (code, stderr) == (0, "")
+    meta = pq.ParquetFile(out / BATCH_FILE).metadata
+    groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert sum(groups) == 140_000 and len(groups) == 3 and min(groups[:-1]) >= 65_536
+    ids = pq.read_table(big)["userid"].to_pylist()
+    assert sorted(written(out)["userid"].to_pylist()) == sorted(ids)
 
 
 def test_filter_from_a_file(mbp, models, features, tmp_path):
