@@ -4,6 +4,7 @@ imports typer or rich."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -475,7 +476,10 @@ def show_config(
         raise UsageError(f"unknown command {command!r}; choose one of {names}")
     sub_ctx = sub.make_context(command, list(ctx.args), parent=root)
     source_file = sub_ctx.meta.get("mbp.config")
-    lines = [f"# mbp {command}: effective settings (config file: {source_file or 'none'})"]
+    lines = [
+        f"# mbp {command}: effective settings (config file: {source_file or 'none'})",
+        f"[{command}]",
+    ]
     for param in sub.params:
         if param.name in (None, "config_file", "help") or not isinstance(param, TyperOption):
             continue
@@ -494,8 +498,15 @@ def show_config(
         if value is None:
             lines.append(f"# {key} = (not set)  # {origin}")
         else:
-            lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}  # {origin}")
+            lines.append(f"{key} = {_toml_value(value)}  # {origin}")
     write_text("\n".join(lines) + "\n", None, "redirect it")
+
+
+def _toml_value(value: Any) -> str:
+    """A TOML literal: JSON's but for inf and nan, and DEL, which TOML wants escaped."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 # --- rank ------------------------------------------------------------------------------

@@ -76,8 +76,8 @@ def defaults_for(
                 raise _unknown(key, "(a table)", path, COMMANDS)
             continue
         name = key_name(key)
-        if name not in all_options:
-            raise _unknown(key, "at the top", path, all_options)
+        if name not in all_options or name == "config":
+            raise _unknown(key, "at the top", path, all_options - {"config"})
         if name in COMMAND_ONLY:
             raise UsageError(
                 f"key {key!r} in config file {str(path)!r} differs by command; "
@@ -96,6 +96,11 @@ def defaults_for(
 
 def _resolve(name: str, value: Any, path: Path) -> Any:
     if isinstance(value, list):
+        if any("," in str(v) for v in value):
+            raise UsageError(
+                f"key {name.replace('_', '-')!r} in config file {str(path)!r} lists an item with "
+                "a comma, which would read as two; give each name as its own item"
+            )
         value = ",".join(str(v) for v in value)
     if name in PATH_OPTIONS and isinstance(value, str) and value and value != "-":
         return str(path.parent / Path(value).expanduser())

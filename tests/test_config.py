@@ -159,7 +159,7 @@ def test_mbp_config_shows_each_source(mbp, sessions: Path, tmp_path: Path) -> No
     )
     assert (code, err) == (0, "")
     by_key = {}
-    for line in out.splitlines()[1:]:
+    for line in out.splitlines()[2:]:
         setting, origin = line.split("  # ", 1)
         by_key[setting.split(" = ")[0].lstrip("# ")] = (setting, origin)
     assert by_key["time-column"] == ('time-column = "t"', "flag")
@@ -176,8 +176,41 @@ def test_mbp_config_output_is_valid_toml(mbp, sessions: Path, tmp_path: Path) ->
 
     code, out, _ = mbp("config", "list-users", "--sessions", str(sessions))
     assert code == 0
-    data = tomllib.loads(out)
+    data = tomllib.loads(out)["list-users"]
     assert data["sessions"] == str(sessions) and data["window"] == "5m"
+
+
+def test_mbp_config_output_pastes_back_as_a_config_file(mbp, tmp_path: Path) -> None:
+    """Infinite values in TOML's spelling, and every key under the command's table, so
+    command-only keys such as format are accepted back."""
+    import tomllib
+
+    code, out, err = mbp("config", "rank", "--predictions", str(tmp_path), "--format", "csv",
+                         env={"MBP_LOCK_TIMEOUT": "inf"})  # fmt: skip
+    assert (code, err) == (0, "")
+    assert tomllib.loads(out)["rank"]["format"] == "csv"
+    code, out, err = mbp("config", "predict", env={"MBP_LOCK_TIMEOUT": "inf"})
+    assert (code, err) == (0, "")
+    assert tomllib.loads(out)["predict"]["lock-timeout"] == float("inf")
+    cfg = tmp_path / "mbp.toml"
+    cfg.write_text(out)
+    code, again, err = mbp("config", "predict", "--config", str(cfg))
+    assert (code, err) == (0, "")
+    assert tomllib.loads(again)["predict"]["lock-timeout"] == float("inf")
+
+
+def test_config_as_a_key_of_the_file_is_refused(mbp, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, 'config = "other.toml"\n')
+    code, out, err = mbp("config", "list-users", "--config", str(cfg))
+    assert (code, out) == (2, "")
+    assert err.startswith("mbp: error: unknown key 'config' at the top in config file")
+
+
+def test_a_list_item_with_a_comma_is_refused(mbp, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, '[rank]\ncolumns = ["a", "b,c"]\n')
+    code, out, err = mbp("config", "rank", "--config", str(cfg))
+    assert (code, out) == (2, "")
+    assert "'columns'" in err and "lists an item with a comma" in err
 
 
 def test_mbp_config_unknown_command(mbp) -> None:
