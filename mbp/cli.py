@@ -95,9 +95,10 @@ def _plain(kind: type, value: Any) -> Any:
     if isinstance(value, str):
         text = value.strip()
         try:
-            if kind is int and text.lstrip("+-").isdigit():
+            # ASCII, no '_': Python's int() and float() also take '1_0' and other scripts' digits.
+            if kind is int and text.lstrip("+-").isdigit() and text.isascii():
                 return int(text)
-            if kind is float and text:
+            if kind is float and text and text.isascii() and "_" not in text:
                 return float(text)
         except ValueError:
             pass

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from mbp.errors import UsageError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"(\d+)\s*([smhd])")
+_DURATION = re.compile(r"(\d+)\s*([smhd])", re.ASCII)
 DAY = 86400
 MAX_DURATION = 36_500 * DAY  # a century: longer is a typo, and overflows datetime
 # Batches are scheduled in the years datetime and the layout's names can hold.

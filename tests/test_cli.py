@@ -64,6 +64,9 @@ def test_numbers_from_flags_and_variables(mbp, history, args, env, users) -> Non
         (["--limit", "1.5"], {}, "'1.5' is not a whole number"),
         (["--limit", "1_000"], {}, "'1_000' is not a whole number"),
         (["--threshold", "high"], {}, "'high' is not a number"),
+        (["--threshold", "1_0"], {}, "'1_0' is not a number"),
+        (["--limit", "\u0663"], {}, "'\u0663' is not a whole number"),  # an Arabic-Indic 3
+        (["--since", "\u096bm"], {}, "is not a duration"),  # a Devanagari 5
         ([], {"MBP_LIMIT": "ten"}, "Invalid value for 'MBP_LIMIT': 'ten' is not a whole"),
     ],
 )
