@@ -433,8 +433,9 @@ def list_users(
     from mbp.output import refuse_input
 
     refuse_input(output, {"sessions": sessions})
+    source = _required(sessions, "--sessions")
     ids = core.active_users(
-        _required(sessions, "--sessions"),
+        source,
         span,
         userid_column=userid_column,
         time_column=time_column,
@@ -442,6 +443,10 @@ def list_users(
         tz=tz,
     )
     write_text(core.format_ids(ids, fmt) + "\n", output)
+    if not ids:
+        hint = core.unit_hint(source, time_column, time_unit)
+        if hint is not None:
+            print(f"mbp: warning: {hint}", file=sys.stderr)
 
 
 # --- config ------------------------------------------------------------------------

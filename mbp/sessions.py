@@ -83,6 +83,38 @@ def active_users(
     return [r[0] for r in rows]
 
 
+# Epoch seconds of 1990-01-01 and 2200-01-01: the times a session log plausibly holds.
+_PLAUSIBLE = (631_152_000, 7_258_118_400)
+
+
+def unit_hint(sessions: str, time_column: str = "time", time_unit: str = "s") -> str | None:
+    """For a window that found nobody: a hint when the integer time column's newest value
+    reads as a time only in another --time-unit (epoch milliseconds read as seconds lie
+    past the year 20,000, so no window ever matches). From file statistics, no scan."""
+    files = parquet_files(sessions, "sessions")
+    con = duckdb.connect()
+    if describe(con, files, "sessions").get(time_column) not in INTEGER_TYPES:
+        return None
+    try:
+        ((newest,),) = con.execute(
+            "SELECT max(TRY_CAST(stats_max_value AS HUGEINT)) FROM parquet_metadata($files) "
+            "WHERE path_in_schema = $column",
+            {"files": files, "column": time_column},
+        ).fetchall()
+    except duckdb.Error:
+        return None  # a hint is not worth a failure
+    low, high = _PLAUSIBLE
+    if newest is None or low <= newest / _TIME_UNITS[time_unit] < high:
+        return None
+    fits = [u for u, scale in _TIME_UNITS.items() if low <= newest / scale < high]
+    if not fits:
+        return None
+    return (
+        f"no events in the window, and the newest value of {time_column!r}, {newest}, is a "
+        f"plausible time only as epoch {fits[0]}, not {time_unit}; set --time-unit {fits[0]}"
+    )
+
+
 def format_ids(ids: list[str] | list[int], fmt: str) -> str:
     """Ids as one line `'a','b'`, one per line, or a JSON array."""
     if fmt == "quoted":

@@ -223,6 +223,25 @@ def test_paths_with_glob_characters_that_exist_are_paths(mbp, tmp_path: Path, na
     assert mbp("list-users", "--sessions", one, *args)[:2] == (0, "'x'\n")
 
 
+@pytest.mark.parametrize(("scale", "unit", "said"), [(1000, "s", "ms"), (1, "ms", "s")])
+def test_a_time_unit_that_fits_no_window_is_hinted(mbp, tmp_path: Path, scale, unit, said):
+    """Epoch milliseconds read as seconds lie past the year 20,000: nobody is ever active,
+    which cron would never notice. The warning names the unit that fits."""
+    path = tmp_path / "s.parquet"
+    when = int(datetime(2026, 12, 3, 10, 2, tzinfo=UTC).timestamp())
+    pq.write_table(pa.table({"userid": ["a"], "time": [when * scale]}), path)
+    args = ["list-users", "--sessions", str(path), "--scheduled-time", "2026-12-03T10:05:00Z"]
+    code, out, err = mbp(*args, "--time-unit", unit)
+    assert (code, out) == (0, "\n")
+    assert err.startswith("mbp: warning: no events in the window, and the newest value of 'time'")
+    assert err.endswith(f"set --time-unit {said}\n") and err.count("\n") == 1
+    code, out, err = mbp(*args, "--time-unit", said)
+    assert (code, out, err) == (0, "'a'\n", "")
+    # Right unit, nobody in this window: no warning.
+    code, out, err = mbp(*args[:-1], "2026-12-04T10:05:00Z", "--time-unit", said)
+    assert (code, out, err) == (0, "\n", "")
+
+
 def test_dst_fall_back_day_is_25_hours(mbp, tmp_path: Path) -> None:
     """1d windows follow the wall clock: the day of the fall-back lasts 25 hours."""
     ny = ZoneInfo("America/New_York")
