@@ -32,11 +32,9 @@ class MbpGroup(TyperGroup):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         # The order of the pipeline, not of the source file.
-        order = ["list-users", "predict", "rank", "config"]
-        return sorted(
-            super().list_commands(ctx),
-            key=lambda n: (n not in order, order.index(n) if n in order else 0, n),
-        )
+        names = super().list_commands(ctx)
+        order = [n for n in ("list-users", "predict", "rank", "config") if n in names]
+        return order + sorted(set(names) - set(order))
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> NoReturn:  # type: ignore[override]
         extra.pop("standalone_mode", None)
@@ -306,7 +304,7 @@ def _given_empty(ctx: click.Context, param: Any, value: str | None) -> str | Non
     if value is None or value.strip() != "":
         return value
     if source == ParameterSource.ENVIRONMENT:
-        where = f"{_env('scheduled_time')} is set but blank"
+        where = f"{variable} is set but blank"
     elif source == ParameterSource.DEFAULT_MAP:
         where = "scheduled_time in the config file is blank"
     else:
@@ -433,20 +431,19 @@ def list_users(
     from mbp.output import refuse_input
 
     refuse_input(output, {"sessions": sessions})
-    source = _required(sessions, "--sessions")
+    warnings: list[str] = []
     ids = core.active_users(
-        source,
+        _required(sessions, "--sessions"),
         span,
         userid_column=userid_column,
         time_column=time_column,
         time_unit=time_unit,
         tz=tz,
+        warnings=warnings,
     )
     write_text(core.format_ids(ids, fmt) + "\n", output)
-    if not ids:
-        hint = core.unit_hint(source, time_column, time_unit)
-        if hint is not None:
-            print(f"mbp: warning: {hint}", file=sys.stderr)
+    for warning in warnings:
+        print(f"mbp: warning: {warning}", file=sys.stderr)
 
 
 # --- config ------------------------------------------------------------------------

@@ -401,9 +401,9 @@ class BatchWriter:
             self._flush()
 
     def _flush(self) -> None:
-        writer = self._writer or self._open()
         if not self._pending:
             return
+        writer = self._writer or self._open()
         rows = pa.concat_tables(self._pending)
         self._pending, self._pending_rows = [], 0
         with _io(self._tmp):

@@ -54,8 +54,10 @@ def active_users(
     time_unit: str = "s",
     tz: tzinfo = UTC,
     con: duckdb.DuckDBPyConnection | None = None,
+    warnings: list[str] | None = None,
 ) -> list[str] | list[int]:
-    """Sorted distinct ids with at least one event in `window`."""
+    """Sorted distinct ids with at least one event in `window`. When there are none and
+    `warnings` is given, a likely wrong --time-unit is added to it (see _unit_hint)."""
     if time_unit not in _TIME_UNITS:
         raise UsageError(f"--time-unit {time_unit!r} is not one of s, ms, us")
     files = parquet_files(sessions, "sessions")
@@ -80,6 +82,10 @@ def active_users(
         rows = con.execute(sql, {"files": files, "start": start, "end": end}).fetchall()
     except duckdb.Error as exc:
         raise RuntimeFailure(f"cannot read the sessions: {first_line(exc)}") from exc
+    if not rows and warnings is not None and time_type in INTEGER_TYPES:
+        hint = _unit_hint(con, files, time_column, time_unit)
+        if hint is not None:
+            warnings.append(hint)
     return [r[0] for r in rows]
 
 
@@ -87,14 +93,12 @@ def active_users(
 _PLAUSIBLE = (631_152_000, 7_258_118_400)
 
 
-def unit_hint(sessions: str, time_column: str = "time", time_unit: str = "s") -> str | None:
+def _unit_hint(
+    con: duckdb.DuckDBPyConnection, files: list[str], time_column: str, time_unit: str
+) -> str | None:
     """For a window that found nobody: a hint when the integer time column's newest value
     reads as a time only in another --time-unit (epoch milliseconds read as seconds lie
     past the year 20,000, so no window ever matches). From file statistics, no scan."""
-    files = parquet_files(sessions, "sessions")
-    con = duckdb.connect()
-    if describe(con, files, "sessions").get(time_column) not in INTEGER_TYPES:
-        return None
     try:
         ((newest,),) = con.execute(
             "SELECT max(TRY_CAST(stats_max_value AS HUGEINT)) FROM parquet_metadata($files) "

@@ -169,11 +169,8 @@ def first_line(exc: BaseException) -> str:
 def _kind(duckdb_type: str) -> str:
     """A type's family: the union of the files widens within one (INTEGER with DOUBLE),
     not across them (BIGINT epoch seconds with TIMESTAMP)."""
-    if duckdb_type in INTEGER_TYPES or duckdb_type in ("FLOAT", "DOUBLE"):
-        return "a number"
-    if duckdb_type.startswith("DECIMAL"):
-        return "a number"
-    return duckdb_type
+    numeric = duckdb_type in INTEGER_TYPES or duckdb_type in ("FLOAT", "DOUBLE")
+    return "a number" if numeric or duckdb_type.startswith("DECIMAL") else duckdb_type
 
 
 def require_in_every_file(

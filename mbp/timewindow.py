@@ -239,11 +239,12 @@ def window(end: datetime, length: int, lookback: int, tz: tzinfo) -> Window:
     the window starts at the grid time before it, so back-to-back windows tile time also
     where a DST change makes two grid times more or less than `length` apart.
     """
-    start = subtract(end, length, tz)
     # Days too: where clocks skip midnight a day starts at 01:00, and a whole day back
     # from that would leave out the previous day's first hour.
     if floor_time(end, length, tz).timestamp() == end.timestamp():
         start = floor_time(datetime.fromtimestamp(end.timestamp() - 1, UTC), length, tz)
+    else:
+        start = subtract(end, length, tz)
     if lookback:
         start = datetime.fromtimestamp(start.timestamp() - lookback, UTC)
     return Window(start=start, end=end)
